@@ -1,0 +1,165 @@
+"""Command line: ``kube-http-sd serve`` and ``kube-http-sd check-config``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import socket
+import sys
+import time
+from typing import Sequence
+
+from kubernetes_asyncio.config import ConfigException
+
+from sd.app import bind_socket, create_app, parse_listen, serve
+from sd.config import Config, ConfigError, load_config
+from sd.kube.client import ClusterConfig, NoClusterConfig, api_client, find_cluster, list_call
+from sd.kube.informer import Informer
+from sd.kube.snapshot import SnapshotError, load_snapshot
+from sd.kube.sources import Feed, plan
+from sd.metrics import Metrics
+from sd.targets import TargetSet
+
+log = logging.getLogger("sd")
+
+
+class _KeyValueFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        line = f"ts={stamp}Z level={record.levelname.lower()} logger={record.name} msg={record.getMessage()}"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": record.created,
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def _setup_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonFormatter() if fmt == "json" else _KeyValueFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kube-http-sd", description="Prometheus http_sd server for Kubernetes nodes and pods."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve_p = sub.add_parser("serve", help="watch the cluster (or a snapshot) and serve /targets/<set>")
+    serve_p.add_argument("--config", help="config file (default: built-in, documented in config/sd.yaml)")
+    serve_p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then $KUBECONFIG, ~/.kube/config)")
+    serve_p.add_argument("--snapshot", help="serve objects from a `kubectl get nodes,pods -A -o json` file instead")
+    serve_p.add_argument("--listen", default="[::]:8080", help="HOST:PORT or [IPv6]:PORT (default [::]:8080, dual-stack)")
+    serve_p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve_p.add_argument("--log-format", default="text", choices=["text", "json"])
+    check_p = sub.add_parser("check-config", help="validate a config file: exit 0, or print problems and exit 2")
+    check_p.add_argument("--config", help="config file (default: built-in)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "check-config":
+        return _check_config(args.config)
+    _setup_logging(args.log_level, args.log_format)
+    return _serve(args)
+
+
+def _check_config(path: str | None) -> int:
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    sets = ", ".join(f"{n} ({c.source})" for n, c in config.targets.items())
+    print(f"{path or 'built-in config'}: ok: target sets {sets}")
+    return 0
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"kube-http-sd: {message}", file=sys.stderr)
+    return code
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+        host, port = parse_listen(args.listen)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        return _fail(str(exc), 2)
+
+    metrics = Metrics()
+    sets = {name: TargetSet(sc) for name, sc in config.targets.items()}
+    feeds = plan(config, sets, metrics)
+    cluster = None
+    if args.snapshot:
+        try:
+            load_snapshot(args.snapshot, feeds)
+        except SnapshotError as exc:
+            return _fail(str(exc), 2)
+        log.info("snapshot loaded file=%s targets=%s", args.snapshot, {n: len(s) for n, s in sets.items()})
+    else:
+        try:
+            cluster = find_cluster(args.kubeconfig)
+        except NoClusterConfig as exc:
+            return _fail(str(exc), 1)
+    try:
+        sock = bind_socket(host, port)
+    except OSError as exc:
+        return _fail(f"--listen {args.listen}: cannot bind: {exc.strerror or exc}", 1)
+    try:
+        return asyncio.run(_run(sets, feeds, metrics, config, sock, cluster))
+    except KeyboardInterrupt:
+        return 0
+
+
+async def _run(
+    sets: dict[str, TargetSet],
+    feeds: list[Feed],
+    metrics: Metrics,
+    config: Config,
+    sock: socket.socket,
+    cluster: ClusterConfig | None,
+) -> int:
+    if cluster is None:
+        await serve(create_app(sets, metrics), sock)
+        return 0
+    try:
+        api = await api_client(cluster)
+    except (ConfigException, OSError, ValueError) as exc:
+        return _fail(f"{cluster}: cannot load: {exc}", 1)
+    informers = [Informer(f.name, list_call(api, f.source), f, config.kubernetes, metrics) for f in feeds]
+
+    async def watch() -> None:
+        log.info("watching cluster=%r sources=%s", str(cluster), [f.name for f in feeds])
+        await asyncio.gather(*(i.run() for i in informers))
+
+    try:
+        await serve(create_app(sets, metrics, watch), sock)
+    finally:
+        await api.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

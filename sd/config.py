@@ -1,0 +1,285 @@
+"""Configuration: the documented file format (config/sd.yaml), its defaults and validation.
+
+Every problem is reported with the file, the field path and the bad value, e.g.
+``config/sd.yaml: targets.fluentd.port: must be 1-65535, got 0``; all problems
+are collected, not just the first.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sd.kube.selectors import SelectorError, parse_field_selector, parse_label_selector
+
+SOURCES = ("nodes", "pods")
+IP_FAMILIES = ("primary", "ipv4", "ipv6", "both")
+ADDRESS_TYPES = ("InternalIP", "ExternalIP")
+SCHEMES = ("http", "https")
+_SET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class KubeSettings:
+    page_size: int = 500
+    watch_timeout_seconds: tuple[float, float] = (300.0, 600.0)
+    read_timeout_seconds: float = 120.0
+    backoff_initial_seconds: float = 0.8
+    backoff_max_seconds: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class SetConfig:
+    name: str
+    source: str
+    port: int
+    label_selector: str = ""
+    field_selector: str = ""
+    namespaces: tuple[str, ...] = ()
+    address_types: tuple[str, ...] = ADDRESS_TYPES
+    ip_family: str = "primary"
+    port_name: str | None = None
+    require_ready: bool = True
+    labels: tuple[tuple[str, str], ...] = ()
+    metrics_path: str | None = None
+    scheme: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    targets: dict[str, SetConfig]
+    kubernetes: KubeSettings = field(default_factory=KubeSettings)
+
+
+def default_config() -> Config:
+    """The built-in configuration; config/sd.yaml documents exactly this."""
+    return Config(
+        targets={
+            "kubelet": SetConfig(
+                name="kubelet", source="nodes", ip_family="primary", port_name="kubelet", port=10250
+            ),
+            "fluentd": SetConfig(
+                name="fluentd",
+                source="pods",
+                label_selector="app.kubernetes.io/name=fluentd",
+                ip_family="both",
+                port_name="monitor",
+                port=24231,
+            ),
+        }
+    )
+
+
+class ConfigError(Exception):
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Load and validate a config file; None gives the built-in default."""
+    if path is None:
+        return default_config()
+    name = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError([f"{name}: cannot read: {exc.strerror or exc}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError([f"{name}: {where}not valid YAML: {getattr(exc, 'problem', exc)}"]) from None
+    return parse_config(data, name)
+
+
+def parse_config(data: Any, name: str = "config") -> Config:
+    v = _Validator(name)
+    config = v.config(data)
+    if v.problems:
+        raise ConfigError(v.problems)
+    return config
+
+
+class _Validator:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.problems: list[str] = []
+
+    def bad(self, path: str, message: str) -> None:
+        self.problems.append(f"{self.name}: {path}: {message}")
+
+    def config(self, data: Any) -> Config:
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            self.bad("(top level)", f"must be a mapping, got {_show(data)}")
+            return default_config()
+        self.unknown(data, "", ("kubernetes", "targets"))
+        kube = self.kube(data.get("kubernetes") or {}, "kubernetes")
+        raw_sets = data.get("targets")
+        if raw_sets is None:
+            return Config(targets=default_config().targets, kubernetes=kube)
+        if not isinstance(raw_sets, dict) or not raw_sets:
+            self.bad("targets", f"must be a non-empty mapping of set name to settings, got {_show(raw_sets)}")
+            return Config(targets={}, kubernetes=kube)
+        sets = {}
+        for set_name, raw in raw_sets.items():
+            path = f"targets.{set_name}"
+            if not isinstance(set_name, str) or not _SET_NAME.match(set_name):
+                self.bad(path, "set names are used in URLs: letters, digits, '_', '.', '-'")
+                continue
+            sets[set_name] = self.target_set(set_name, raw, path)
+        return Config(targets=sets, kubernetes=kube)
+
+    def kube(self, raw: Any, path: str) -> KubeSettings:
+        d = KubeSettings()
+        if not isinstance(raw, dict):
+            self.bad(path, f"must be a mapping, got {_show(raw)}")
+            return d
+        self.unknown(raw, path, KubeSettings.__slots__)
+        timeouts = raw.get("watch_timeout_seconds", list(d.watch_timeout_seconds))
+        if (
+            not isinstance(timeouts, list)
+            or len(timeouts) != 2
+            or not all(_is_number(t) and 1 <= t <= 3600 for t in timeouts)
+            or timeouts[0] > timeouts[1]
+        ):
+            self.bad(f"{path}.watch_timeout_seconds", f"must be [min, max] seconds within 1-3600, got {_show(timeouts)}")
+            timeouts = d.watch_timeout_seconds
+        initial = self.number(raw, path, "backoff_initial_seconds", d.backoff_initial_seconds, 0.001, 3600)
+        maximum = self.number(raw, path, "backoff_max_seconds", d.backoff_max_seconds, 0.001, 3600)
+        if initial > maximum:
+            self.bad(f"{path}.backoff_initial_seconds", f"must not exceed backoff_max_seconds ({maximum}), got {initial}")
+        return KubeSettings(
+            page_size=int(self.number(raw, path, "page_size", d.page_size, 1, 100_000, integer=True)),
+            watch_timeout_seconds=(float(timeouts[0]), float(timeouts[1])),
+            read_timeout_seconds=self.number(raw, path, "read_timeout_seconds", d.read_timeout_seconds, 0.1, 3600),
+            backoff_initial_seconds=initial,
+            backoff_max_seconds=maximum,
+        )
+
+    def target_set(self, name: str, raw: Any, path: str) -> SetConfig:
+        if not isinstance(raw, dict):
+            self.bad(path, f"must be a mapping of settings, got {_show(raw)}")
+            return SetConfig(name=name, source="nodes", port=80)
+        self.unknown(raw, path, [f for f in SetConfig.__slots__ if f != "name"])
+        source = raw.get("source")
+        if source not in SOURCES:
+            self.bad(f"{path}.source", f"must be one of {', '.join(SOURCES)}, got {_show(source)}")
+            source = "nodes"
+        label_selector = self.selector(raw, path, "label_selector", parse_label_selector)
+        field_selector = self.selector(raw, path, "field_selector", parse_field_selector)
+        namespaces = self.strings(raw, path, "namespaces")
+        if namespaces and source != "pods":
+            self.bad(f"{path}.namespaces", "only pods live in namespaces; remove it for source: nodes")
+        address_types = self.strings(raw, path, "address_types") if "address_types" in raw else ADDRESS_TYPES
+        for i, kind in enumerate(address_types):
+            if kind not in ADDRESS_TYPES:
+                self.bad(f"{path}.address_types[{i}]", f"must be one of {', '.join(ADDRESS_TYPES)}, got {_show(kind)}")
+        if "address_types" in raw and source == "pods":
+            self.bad(f"{path}.address_types", "applies to nodes only; pods use status.podIPs")
+        if not address_types:
+            self.bad(f"{path}.address_types", "must name at least one address type")
+        ip_family = raw.get("ip_family", "primary")
+        if ip_family not in IP_FAMILIES:
+            self.bad(f"{path}.ip_family", f"must be one of {', '.join(IP_FAMILIES)}, got {_show(ip_family)}")
+        port_name = raw.get("port_name")
+        if port_name is not None and (not isinstance(port_name, str) or not port_name):
+            self.bad(f"{path}.port_name", f"must be a port name (string), got {_show(port_name)}")
+            port_name = None
+        port = raw.get("port")
+        if port is None:
+            self.bad(f"{path}.port", "required: the port to scrape (the fallback when port_name is set)")
+            port = 80
+        elif not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+            self.bad(f"{path}.port", f"must be 1-65535, got {_show(port)}")
+            port = 80
+        require_ready = raw.get("require_ready", True)
+        if not isinstance(require_ready, bool):
+            self.bad(f"{path}.require_ready", f"must be true or false, got {_show(require_ready)}")
+            require_ready = True
+        labels = raw.get("labels") or {}
+        pairs = []
+        if not isinstance(labels, dict):
+            self.bad(f"{path}.labels", f"must be a mapping of label name to value, got {_show(labels)}")
+        else:
+            for key, value in labels.items():
+                if not isinstance(key, str) or not _LABEL_NAME.match(key) or key.startswith("__"):
+                    self.bad(f"{path}.labels", f"{_show(key)} is not a label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting with '__')")
+                elif not isinstance(value, str):
+                    self.bad(f"{path}.labels.{key}", f"must be a string, got {_show(value)}")
+                else:
+                    pairs.append((key, value))
+        metrics_path = raw.get("metrics_path")
+        if metrics_path is not None and (not isinstance(metrics_path, str) or not metrics_path.startswith("/")):
+            self.bad(f"{path}.metrics_path", f"must be a path starting with '/', got {_show(metrics_path)}")
+            metrics_path = None
+        scheme = raw.get("scheme")
+        if scheme is not None and scheme not in SCHEMES:
+            self.bad(f"{path}.scheme", f"must be one of {', '.join(SCHEMES)}, got {_show(scheme)}")
+            scheme = None
+        return SetConfig(
+            name=name,
+            source=source,
+            label_selector=label_selector,
+            field_selector=field_selector,
+            namespaces=tuple(namespaces),
+            address_types=tuple(address_types),
+            ip_family=ip_family if ip_family in IP_FAMILIES else "primary",
+            port_name=port_name,
+            port=port,
+            require_ready=require_ready,
+            labels=tuple(sorted(pairs)),
+            metrics_path=metrics_path,
+            scheme=scheme,
+        )
+
+    def unknown(self, raw: dict, path: str, known: Any) -> None:
+        for key in raw:
+            if key not in known:
+                where = f"{path}.{key}" if path else str(key)
+                self.bad(where, f"unknown setting (known: {', '.join(sorted(known))})")
+
+    def number(self, raw: dict, path: str, key: str, default: float, low: float, high: float, integer: bool = False) -> float:
+        value = raw.get(key, default)
+        ok = isinstance(value, int) if integer else _is_number(value)
+        if not ok or isinstance(value, bool) or not low <= value <= high:
+            kind = "a whole number" if integer else "a number"
+            self.bad(f"{path}.{key}", f"must be {kind} within {low:g}-{high:g}, got {_show(value)}")
+            return default
+        return float(value) if not integer else value
+
+    def strings(self, raw: dict, path: str, key: str) -> list[str]:
+        value = raw.get(key) or []
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            self.bad(f"{path}.{key}", f"must be a list of non-empty strings, got {_show(value)}")
+            return []
+        return value
+
+    def selector(self, raw: dict, path: str, key: str, parse: Any) -> str:
+        value = raw.get(key) or ""
+        if not isinstance(value, str):
+            self.bad(f"{path}.{key}", f"must be a selector string, got {_show(value)}")
+            return ""
+        try:
+            parse(value)
+        except SelectorError as exc:
+            self.bad(f"{path}.{key}", f"{exc}: {value!r}")
+            return ""
+        return value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,132 @@
+"""Records by key plus IP → candidates, each IP resolved to one winner.
+
+One ``Index`` serves one target set. The set decides, per record, whether it is
+a candidate (``Policy.exclude``) and which IPs it claims (``Policy.claims``); the
+index keeps the reverse map and re-resolves only the IPs an event touches.
+
+IP-reuse rule (DESIGN.md): among a set's candidates for one IP, ``Ready=True``
+beats anything else; among equals the newest creationTimestamp wins; then the
+greater key. ``rank`` is that rule as a sort key, and the only copy of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Generic, Iterable, Protocol, TypeVar
+
+
+class Candidate(Protocol):
+    @property
+    def key(self) -> str: ...
+    @property
+    def ready(self) -> str: ...
+    @property
+    def created(self) -> float: ...
+
+
+R = TypeVar("R", bound=Candidate)
+
+
+def rank(record: Candidate) -> tuple[bool, float, str]:
+    """Greater wins: Ready=True first, then newest creationTimestamp, then greater key."""
+    return (record.ready == "True", record.created, record.key)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy(Generic[R]):
+    # Why the record is not a candidate ("not_ready", "terminating", ...), or None.
+    exclude: Callable[[R], str | None]
+    # The IPs the record claims in this set, primary first.
+    claims: Callable[[R], tuple[str, ...]]
+
+
+class Index(Generic[R]):
+    """Incremental IP → winner resolution for one target set.
+
+    Mutators return the IPs whose published output changed: the winner is a
+    different record, or the same key with a different record value. An event
+    whose record equals the stored one returns an empty set.
+    """
+
+    def __init__(self, policy: Policy[R]) -> None:
+        self._policy = policy
+        self.records: dict[str, R] = {}
+        self._claims: dict[str, tuple[str, ...]] = {}  # candidates only
+        self._by_ip: dict[str, set[str]] = {}
+        self.winners: dict[str, R] = {}
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def upsert(self, record: R) -> set[str]:
+        key = record.key
+        old = self.records.get(key)
+        if old == record:
+            return set()
+        self.records[key] = record
+        touched = self._unclaim(key)
+        if self._policy.exclude(record) is None:
+            claims = self._policy.claims(record)
+            if claims:
+                self._claims[key] = claims
+                for ip in claims:
+                    self._by_ip.setdefault(ip, set()).add(key)
+                touched.update(claims)
+        return self._resolve(touched)
+
+    def delete(self, key: str) -> set[str]:
+        if self.records.pop(key, None) is None:
+            return set()
+        return self._resolve(self._unclaim(key))
+
+    def replace(self, records: Iterable[R], keys: Iterable[str] | None = None) -> set[str]:
+        """Make the index hold exactly ``records`` (among ``keys``, default: all keys).
+
+        The result equals a fresh build from ``records``; only IPs whose output
+        changed are returned, so a relist that changed nothing publishes nothing.
+        """
+        scope = set(self.records if keys is None else keys)
+        changed: set[str] = set()
+        seen: set[str] = set()
+        for record in records:
+            seen.add(record.key)
+            changed |= self.upsert(record)
+        for key in scope - seen:
+            changed |= self.delete(key)
+        return changed
+
+    def excluded(self, key: str) -> str | None:
+        return self._policy.exclude(self.records[key])
+
+    def claims(self, key: str) -> tuple[str, ...]:
+        return self._claims.get(key, ())
+
+    def candidates(self, ip: str) -> list[R]:
+        """The IP's candidates, winner first."""
+        return sorted((self.records[k] for k in self._by_ip.get(ip, ())), key=rank, reverse=True)
+
+    def conflicts(self) -> int:
+        """IPs currently claimed by more than one candidate."""
+        return sum(1 for keys in self._by_ip.values() if len(keys) > 1)
+
+    def _unclaim(self, key: str) -> set[str]:
+        claims = self._claims.pop(key, ())
+        for ip in claims:
+            keys = self._by_ip[ip]
+            keys.discard(key)
+            if not keys:
+                del self._by_ip[ip]
+        return set(claims)
+
+    def _resolve(self, ips: set[str]) -> set[str]:
+        changed = set()
+        for ip in ips:
+            keys = self._by_ip.get(ip)
+            best = max((self.records[k] for k in keys), key=rank) if keys else None
+            if best is None:
+                if self.winners.pop(ip, None) is not None:
+                    changed.add(ip)
+            elif self.winners.get(ip) is not best:
+                self.winners[ip] = best
+                changed.add(ip)
+        return changed

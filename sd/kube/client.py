@@ -1,0 +1,91 @@
+"""Kubernetes API client set-up: which cluster, and the list call for each source.
+
+Order (DESIGN.md): ``--kubeconfig``; else in-cluster when KUBERNETES_SERVICE_HOST
+is set (IPv6 hosts are bracketed; the projected service-account token is
+re-read every minute by kubernetes-asyncio's refresh hook, so rotation works);
+else ``$KUBECONFIG`` / ``~/.kube/config``. One ``ApiClient`` serves every informer.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.config import incluster_config
+
+from sd.kube.sources import Source
+
+
+class NoClusterConfig(Exception):
+    """No way to reach a cluster; the message is a one-line hint."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    kind: str  # "kubeconfig" | "in-cluster"
+    path: str = ""  # the kubeconfig file
+    token_file: str = incluster_config.SERVICE_TOKEN_FILENAME
+    ca_file: str = incluster_config.SERVICE_CERT_FILENAME
+
+    def __str__(self) -> str:
+        return f"kubeconfig {self.path}" if self.kind == "kubeconfig" else "in-cluster service account"
+
+
+def find_cluster(kubeconfig: str | None, environ: dict[str, str] | os._Environ = os.environ) -> ClusterConfig:
+    """Decide where the cluster is, without touching the network."""
+    if kubeconfig:
+        if not Path(kubeconfig).is_file():
+            raise NoClusterConfig(f"--kubeconfig {kubeconfig}: no such file")
+        return ClusterConfig("kubeconfig", kubeconfig)
+    if environ.get("KUBERNETES_SERVICE_HOST"):
+        return ClusterConfig("in-cluster")
+    path = environ.get("KUBECONFIG", "").split(os.pathsep)[0] or str(Path.home() / ".kube" / "config")
+    if not Path(path).is_file():
+        raise NoClusterConfig(
+            "no Kubernetes cluster configured (no --kubeconfig, KUBERNETES_SERVICE_HOST, $KUBECONFIG or "
+            f"{path}); to try it without one: kube-http-sd serve --snapshot examples/cluster.json"
+        )
+    return ClusterConfig("kubeconfig", path)
+
+
+async def api_client(cluster: ClusterConfig) -> client.ApiClient:
+    """An ApiClient for the cluster; raises kubernetes_asyncio ConfigException on a bad config."""
+    configuration = client.Configuration()
+    if cluster.kind == "in-cluster":
+        incluster_config.load_incluster_config(
+            client_configuration=configuration, token_filename=cluster.token_file, cert_filename=cluster.ca_file
+        )
+    else:
+        await config.load_kube_config(config_file=cluster.path, client_configuration=configuration)
+    return client.ApiClient(configuration)
+
+
+ListCall = Callable[..., Awaitable[Any]]
+
+
+def list_call(api: client.ApiClient, source: Source) -> ListCall:
+    """The kubernetes-asyncio list function for a source, selectors bound.
+
+    Called with list/watch keyword arguments and ``_preload_content=False``; it
+    returns the raw aiohttp response (no model deserialization).
+    """
+    core = client.CoreV1Api(api)
+    selectors: dict[str, str] = {}
+    if source.label_selector:
+        selectors["label_selector"] = source.label_selector
+    if source.field_selector:
+        selectors["field_selector"] = source.field_selector
+    if source.resource == "nodes":
+        fn, args = core.list_node, ()
+    elif source.namespace is None:
+        fn, args = core.list_pod_for_all_namespaces, ()
+    else:
+        fn, args = core.list_namespaced_pod, (source.namespace,)
+
+    def call(**kwargs: Any) -> Awaitable[Any]:
+        return fn(*args, **selectors, **kwargs)
+
+    return call

@@ -1,0 +1,246 @@
+"""Target sets: index winners → Prometheus http_sd groups → JSON bytes + ETag.
+
+One builder per source kind (``node_labels``, ``pod_labels``), every ``__meta_*``
+name declared once below, label-name sanitizing in ``sanitize``. A set renders
+its body only when something it publishes changed; the HTTP layer only reads
+``body``/``etag``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from functools import lru_cache
+from typing import Callable
+
+import orjson
+
+from sd.config import SetConfig
+from sd.index import Index, Policy
+from sd.model import NodeRecord, PodRecord, Record, ip_family
+
+META = "__meta_kubernetes_"
+NODE_NAME = META + "node_name"
+NODE_PROVIDER_ID = META + "node_provider_id"
+NODE_LABEL = META + "node_label_"
+NODE_LABEL_PRESENT = META + "node_labelpresent_"
+NODE_ADDRESS = META + "node_address_"
+NODE_CONDITION = META + "node_condition_"
+NAMESPACE = META + "namespace"
+POD_NAME = META + "pod_name"
+POD_IP = META + "pod_ip"
+POD_LABEL = META + "pod_label_"
+POD_LABEL_PRESENT = META + "pod_labelpresent_"
+POD_READY = META + "pod_ready"
+POD_PHASE = META + "pod_phase"
+POD_NODE_NAME = META + "pod_node_name"
+POD_HOST_IP = META + "pod_host_ip"
+POD_UID = META + "pod_uid"
+POD_CONTROLLER_KIND = META + "pod_controller_kind"
+POD_CONTROLLER_NAME = META + "pod_controller_name"
+POD_CONTAINER_NAME = META + "pod_container_name"
+POD_CONTAINER_PORT_NAME = META + "pod_container_port_name"
+POD_CONTAINER_PORT_NUMBER = META + "pod_container_port_number"
+POD_CONTAINER_PORT_PROTOCOL = META + "pod_container_port_protocol"
+POD_CONTAINER_INIT = META + "pod_container_init"
+IP_FAMILY = "__meta_sd_ip_family"
+INSTANCE = "instance"
+METRICS_PATH = "__metrics_path__"
+SCHEME = "__scheme__"
+
+# Why a record is not a candidate; shown in /metrics and the explain view.
+NOT_READY = "not_ready"
+TERMINATING = "terminating"
+NOT_RUNNING = "not_running"
+FINISHED = "finished"
+NO_ADDRESS = "no_address"
+
+_INVALID = re.compile(r"[^a-zA-Z0-9_]")
+
+
+@lru_cache(maxsize=16384)
+def sanitize(name: str) -> str:
+    """The suffix of a label name as Prometheus writes it: other characters become '_'."""
+    return _INVALID.sub("_", name)
+
+
+def select_ips(ips: tuple[str, ...], family: str) -> tuple[str, ...]:
+    """Apply the ip_family policy to an object's IPs (primary first)."""
+    if not ips:
+        return ()
+    if family == "primary":
+        return ips[:1]
+    v4 = next((ip for ip in ips if ":" not in ip), None)
+    v6 = next((ip for ip in ips if ":" in ip), None)
+    if family == "ipv4":
+        return (v4,) if v4 else ()
+    if family == "ipv6":
+        return (v6,) if v6 else ()
+    return tuple(ip for ip in ips if ip in (v4, v6))  # both: one per family, primary first
+
+
+def _node_excluded(require_ready: bool) -> Callable[[NodeRecord], str | None]:
+    def exclude(node: NodeRecord) -> str | None:
+        if not require_ready:
+            return None
+        if node.terminating:
+            return TERMINATING
+        return None if node.ready == "True" else NOT_READY
+
+    return exclude
+
+
+def _pod_excluded(require_ready: bool) -> Callable[[PodRecord], str | None]:
+    def exclude(pod: PodRecord) -> str | None:
+        if pod.phase in ("Succeeded", "Failed"):
+            return FINISHED  # its IP may already belong to another pod
+        if not require_ready:
+            return None
+        if pod.terminating:
+            return TERMINATING
+        if pod.phase != "Running":
+            return NOT_RUNNING
+        return None if pod.ready == "True" else NOT_READY
+
+    return exclude
+
+
+def node_labels(node: NodeRecord) -> dict[str, str]:
+    """kubernetes_sd node-role labels for one node (same for each of its targets)."""
+    labels = {NODE_NAME: node.name, NODE_PROVIDER_ID: node.provider_id}
+    for key, value in node.labels:
+        name = sanitize(key)
+        labels[NODE_LABEL + name] = value
+        labels[NODE_LABEL_PRESENT + name] = "true"
+    for kind, value in node.addresses:
+        labels.setdefault(NODE_ADDRESS + sanitize(kind), value)  # first address of each type
+    for kind, status in node.conditions:
+        labels[NODE_CONDITION + sanitize(kind.lower())] = status.lower()
+    return labels
+
+
+def pod_labels(pod: PodRecord) -> dict[str, str]:
+    """kubernetes_sd pod-role labels for one pod (same for each of its targets)."""
+    labels = {
+        NAMESPACE: pod.namespace,
+        POD_NAME: pod.name,
+        POD_UID: pod.uid,
+        POD_READY: pod.ready.lower() if pod.ready else "unknown",
+        POD_PHASE: pod.phase,
+        POD_NODE_NAME: pod.node_name,
+        POD_HOST_IP: pod.host_ip,
+    }
+    if pod.controller_kind:
+        labels[POD_CONTROLLER_KIND] = pod.controller_kind
+        labels[POD_CONTROLLER_NAME] = pod.controller_name
+    for key, value in pod.labels:
+        name = sanitize(key)
+        labels[POD_LABEL + name] = value
+        labels[POD_LABEL_PRESENT + name] = "true"
+    return labels
+
+
+class TargetSet:
+    """One served target set: its index, per-IP group fragments and rendered body."""
+
+    def __init__(self, config: SetConfig) -> None:
+        self.config = config
+        self.name = config.name
+        is_nodes = config.source == "nodes"
+        exclude = _node_excluded(config.require_ready) if is_nodes else _pod_excluded(config.require_ready)
+        types = config.address_types
+        family = config.ip_family
+        self.index: Index[Record] = Index(Policy(exclude=exclude, claims=lambda r: select_ips(r.ips(types), family)))
+        self._object_labels = node_labels if is_nodes else pod_labels
+        # A node has one name for all its targets: use it as instance unless one
+        # node can emit two targets (ip_family both), where that would clash.
+        self._instance = is_nodes and family != "both"
+        self._static = dict(config.labels)
+        if config.metrics_path:
+            self._static[METRICS_PATH] = config.metrics_path
+        if config.scheme:
+            self._static[SCHEME] = config.scheme
+        self._fragments: dict[str, tuple[str, str, bytes]] = {}  # ip → (key, target, group JSON)
+        self.body = b"[]"
+        self.etag = _etag(self.body)
+        self.renders = 0
+        self.dirty = False
+        self.pending_sources: set[str] = set()  # sources that have not finished a first list
+        self.on_dirty: Callable[[], None] = lambda: None
+
+    @property
+    def synced(self) -> bool:
+        return not self.pending_sources
+
+    # -- changes (called by sources) ------------------------------------------------
+
+    def upsert(self, record: Record) -> None:
+        self._apply(self.index.upsert(record))
+
+    def delete(self, key: str) -> None:
+        self._apply(self.index.delete(key))
+
+    def replace(self, records: list[Record], keys: set[str] | None = None) -> None:
+        self._apply(self.index.replace(records, keys))
+
+    def _apply(self, changed: set[str]) -> None:
+        if not changed:
+            return
+        winners = self.index.winners
+        for ip in changed:
+            record = winners.get(ip)
+            if record is None:
+                self._fragments.pop(ip, None)
+            else:
+                self._fragments[ip] = self._group(record, ip)
+        if not self.dirty:
+            self.dirty = True
+            self.on_dirty()
+
+    def _group(self, record: Record, ip: str) -> tuple[str, str, bytes]:
+        labels = self._object_labels(record)  # type: ignore[arg-type]
+        family = ip_family(ip)
+        labels[IP_FAMILY] = family
+        name = self.config.port_name
+        port = dict(record.ports).get(name) if name else None
+        if isinstance(record, PodRecord):
+            labels[POD_IP] = ip
+            if port is not None:
+                labels[POD_CONTAINER_NAME] = port.container
+                labels[POD_CONTAINER_PORT_NAME] = name  # type: ignore[assignment]
+                labels[POD_CONTAINER_PORT_NUMBER] = str(port.number)
+                labels[POD_CONTAINER_PORT_PROTOCOL] = port.protocol
+                labels[POD_CONTAINER_INIT] = "false"
+        elif self._instance:
+            labels[INSTANCE] = record.name
+        labels.update(self._static)
+        number = port.number if port is not None else self.config.port
+        target = f"[{ip}]:{number}" if family == "ipv6" else f"{ip}:{number}"
+        group = orjson.dumps({"targets": [target], "labels": labels}, option=orjson.OPT_SORT_KEYS)
+        return (record.key, target, group)
+
+    # -- output ---------------------------------------------------------------------
+
+    def render(self) -> bool:
+        """Rebuild body and ETag if anything changed since the last render."""
+        if not self.dirty:
+            return False
+        self.dirty = False
+        parts = sorted(self._fragments.values())
+        self.body = b"[" + b",".join(p[2] for p in parts) + b"]"
+        self.etag = _etag(self.body)
+        self.renders += 1
+        return True
+
+    def targets_by_family(self) -> dict[str, int]:
+        counts = {"ipv4": 0, "ipv6": 0}
+        for ip in self._fragments:
+            counts[ip_family(ip)] += 1
+        return counts
+
+    def __len__(self) -> int:
+        return len(self._fragments)
+
+
+def _etag(body: bytes) -> str:
+    return '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
