@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import signal
 import socket
 import sys
 import time
@@ -127,6 +128,9 @@ def _serve(args: argparse.Namespace) -> int:
         sock = bind_socket(host, port)
     except OSError as exc:
         return _fail(f"--listen {args.listen}: cannot bind: {exc.strerror or exc}", 1)
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it for the previous
+    # handler to decide; this one makes that a normal exit (status 0).
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     try:
         return asyncio.run(_run(sets, feeds, metrics, config, sock, cluster))
     except KeyboardInterrupt:

@@ -76,7 +76,7 @@ def select_ips(ips: tuple[str, ...], family: str) -> tuple[str, ...]:
         return (v4,) if v4 else ()
     if family == "ipv6":
         return (v6,) if v6 else ()
-    return tuple(ip for ip in ips if ip in (v4, v6))  # both: one per family, primary first
+    return tuple(dict.fromkeys(ip for ip in ips if ip in (v4, v6)))  # both: one per family, primary first
 
 
 def _node_excluded(require_ready: bool) -> Callable[[NodeRecord], str | None]:

@@ -1,0 +1,90 @@
+"""Test utilities: poll with a deadline, free ports, and the server as a real process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+
+def eventually(check: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> T:
+    """Call ``check`` until it returns a truthy value without raising; fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            result = check()
+            if result:
+                return result
+            last = result
+        except (AssertionError, httpx.HTTPError, OSError, ValueError, KeyError) as exc:
+            last = exc
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout}s{': ' + what if what else ''}; last: {last!r}")
+        time.sleep(interval)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """``kube-http-sd serve`` in a subprocess, as users run it."""
+
+    def __init__(self, *args: str, port: int | None = None, host: str = "127.0.0.1", env: dict[str, str] | None = None) -> None:
+        self.port = port or free_port("::" if host in ("::", "[::]") else host)
+        listen_host = f"[{host.strip('[]')}]" if ":" in host else host
+        self.args = [sys.executable, "-m", "sd", "serve", "--listen", f"{listen_host}:{self.port}", *args]
+        self.base = f"http://127.0.0.1:{self.port}" if host in ("::", "[::]", "127.0.0.1") else f"http://{listen_host}:{self.port}"
+        self._log = tempfile.NamedTemporaryFile(prefix="kube-http-sd-", suffix=".log", delete=False)
+        full_env = {**os.environ, **(env or {})}
+        self.proc = subprocess.Popen(self.args, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, env=full_env)
+
+    def wait_healthy(self, timeout: float = 15.0) -> "Server":
+        def up() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited {self.proc.returncode}:\n{self.log()}")
+            return httpx.get(self.base + "/healthz", timeout=1).status_code == 200
+
+        try:
+            eventually(up, timeout, what="server /healthz")
+        except RuntimeError as exc:
+            raise AssertionError(str(exc)) from None
+        return self
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        return httpx.get(self.base + path, timeout=5, **kwargs)
+
+    def log(self) -> str:
+        return Path(self._log.name).read_text()
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def __enter__(self) -> "Server":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        os.unlink(self._log.name)

@@ -1,0 +1,123 @@
+"""The HTTP contract over real uvicorn sockets, IPv4 and IPv6, with the example snapshot."""
+
+from __future__ import annotations
+
+import socket
+
+import httpx
+import pytest
+from helpers import ROOT, Server
+
+SNAPSHOT = str(ROOT / "examples" / "cluster.json")
+
+
+@pytest.fixture(scope="module")
+def server():
+    with Server("--snapshot", SNAPSHOT, host="::") as srv:
+        yield srv.wait_healthy()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "[::1]"])
+def test_dual_stack_listener_answers_on_ipv4_and_ipv6(server, host):
+    resp = httpx.get(f"http://{host}:{server.port}/targets/kubelet", timeout=5)
+    assert resp.status_code == 200
+    assert resp.headers["content-type"] == "application/json"
+    groups = resp.json()
+    assert groups and all(set(g) == {"targets", "labels"} for g in groups)
+
+
+def test_example_snapshot_kubelet_targets_resolve_ip_reuse_and_skip_not_ready(server):
+    groups = server.get("/targets/kubelet").json()
+    by_target = {g["targets"][0]: g["labels"]["instance"] for g in groups}
+    assert by_target == {
+        "10.0.0.7:10250": "ip-10-0-0-7",  # the old NotReady node on the same IP is not served
+        "10.0.0.8:10250": "ip-10-0-0-8",
+        "10.0.0.9:10250": "ip-10-0-0-9",
+        "[fd00:10::21]:10250": "v6-only-1",
+    }
+
+
+def test_example_snapshot_fluentd_targets_are_dual_stack(server):
+    targets = sorted(g["targets"][0] for g in server.get("/targets/fluentd").json())
+    assert "[fd00:244::2:7]:24231" in targets and "10.244.2.7:24231" in targets
+    assert "[fd00:244::21:3]:24231" in targets
+    assert not any("10.244.2.9" in t for t in targets)  # the web pod is not Fluentd
+    assert not any("10.244.3.9" in t for t in targets)  # terminating Fluentd pod
+
+
+def test_etag_and_if_none_match_give_304(server):
+    first = server.get("/targets/fluentd")
+    etag = first.headers["etag"]
+    again = server.get("/targets/fluentd", headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b""
+    other = server.get("/targets/fluentd", headers={"If-None-Match": '"nope"'})
+    assert other.status_code == 200 and other.content == first.content
+
+
+def test_head_returns_headers_without_body(server):
+    resp = httpx.head(server.base + "/targets/kubelet", timeout=5)
+    assert resp.status_code == 200
+    assert resp.content == b""
+    assert int(resp.headers["content-length"]) == len(server.get("/targets/kubelet").content)
+
+
+def test_unknown_set_is_a_json_404(server):
+    resp = server.get("/targets/nope")
+    assert resp.status_code == 404
+    assert resp.headers["content-type"] == "application/json"
+    assert "kubelet" in resp.json()["error"]
+
+
+def test_unknown_route_is_a_json_404(server):
+    resp = server.get("/nope")
+    assert resp.status_code == 404 and resp.json()["status"] == 404
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
+def test_other_methods_are_a_json_405(server, method):
+    resp = httpx.request(method, server.base + "/targets/kubelet", timeout=5)
+    assert resp.status_code == 405
+    assert resp.json()["error"] == "method not allowed"
+    assert "GET" in resp.headers["allow"]
+
+
+def test_readyz_healthz_and_index(server):
+    assert server.get("/readyz").status_code == 200
+    assert server.get("/healthz").text == "ok\n"
+    index = server.get("/").text
+    assert "/targets/kubelet" in index and "/targets/fluentd" in index
+    kubelet_line = next(line for line in index.splitlines() if line.startswith("kubelet"))
+    assert kubelet_line.split()[3] == "4"
+
+
+def test_metrics_exposes_targets_and_requests(server):
+    server.get("/targets/kubelet")
+    text = server.get("/metrics").text
+    assert 'kube_http_sd_targets{family="ipv6",set="kubelet"} 1.0' in text
+    assert 'kube_http_sd_ip_conflicts{set="kubelet"} 0.0' in text  # the NotReady node is not a candidate
+    assert 'kube_http_sd_excluded_objects{reason="not_ready",set="kubelet"} 2.0' in text
+    assert 'kube_http_sd_http_requests_total{code="200",route="/targets/{name}"}' in text
+
+
+def test_equal_state_gives_equal_bytes_across_restarts(server):
+    with Server("--snapshot", SNAPSHOT) as other:
+        other.wait_healthy()
+        assert other.get("/targets/kubelet").content == server.get("/targets/kubelet").content
+        assert other.get("/targets/fluentd").headers["etag"] == server.get("/targets/fluentd").headers["etag"]
+
+
+def test_sigterm_shuts_down_cleanly():
+    srv = Server("--snapshot", SNAPSHOT)
+    with srv:
+        srv.wait_healthy()
+        assert srv.stop() == 0
+        assert "listening address=127.0.0.1:" in srv.log()
+
+
+def test_ipv6_only_listen_address():
+    if not socket.has_ipv6:
+        pytest.fail("this machine has no IPv6 loopback; the dual-stack contract needs it")
+    with Server("--snapshot", SNAPSHOT, host="::1") as srv:
+        srv.wait_healthy()
+        assert srv.get("/targets/kubelet").status_code == 200
+        assert f"listening address=[::1]:{srv.port}" in srv.log()

@@ -1,0 +1,198 @@
+from __future__ import annotations
+
+import copy
+
+import pytest
+from factories import make_node, make_pod
+
+from sd.model import (
+    BAD_FIELD,
+    BAD_OBJECT,
+    INVALID_IP,
+    LINK_LOCAL_IP,
+    UNSPECIFIED_IP,
+    Port,
+    normalize_ip,
+    parse_node,
+    parse_pod,
+)
+
+
+class Reports(list):
+    def __call__(self, reason: str, detail: str) -> None:
+        self.append((reason, detail))
+
+    @property
+    def reasons(self) -> list[str]:
+        return [r for r, _ in self]
+
+
+def test_node_parses_the_fields_targets_need():
+    raw = make_node("n1", ["10.0.0.1", "fd00::1"], external=["203.0.113.9"], labels={"zone": "a"}, kubelet_port=10255)
+    node = parse_node(raw)
+    assert node is not None
+    assert node.name == "n1" and node.key == "n1" and node.uid == "uid-n1"
+    assert node.ready == "True"
+    assert ("MemoryPressure", "False") in node.conditions
+    assert node.ips(("InternalIP",)) == ("10.0.0.1", "fd00::1")
+    assert node.ips(("ExternalIP", "InternalIP")) == ("203.0.113.9", "10.0.0.1", "fd00::1")
+    assert ("Hostname", "n1") in node.addresses
+    assert dict(node.labels)["zone"] == "a"
+    assert node.provider_id == "aws:///eu-west-1a/i-n1"
+    assert dict(node.ports) == {"kubelet": Port(10255)}
+    assert node.created == pytest.approx(1767225600.0)
+    assert not node.terminating
+
+
+def test_heartbeat_only_change_compares_equal():
+    a = make_node("n1", heartbeat="2026-11-21T10:00:00Z", resource_version="5")
+    b = make_node("n1", heartbeat="2026-11-21T10:00:10Z", resource_version="6")
+    b["status"]["images"].append({"names": ["x:1"], "sizeBytes": 1})
+    assert parse_node(a) == parse_node(b)
+
+
+def test_ready_change_does_not_compare_equal():
+    assert parse_node(make_node("n1", ready="True")) != parse_node(make_node("n1", ready="False"))
+
+
+def test_missing_ready_condition_is_empty_string():
+    assert parse_node(make_node("n1", ready=None)).ready == ""
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("10.0.0.1", "10.0.0.1"),
+        ("fd00:0:0:0:0:0:0:5", "fd00::5"),
+        ("FD00::A", "fd00::a"),
+        ("::ffff:10.1.2.3", "10.1.2.3"),
+        ("2001:db8::1", "2001:db8::1"),
+    ],
+)
+def test_ips_are_canonical(value, expected):
+    assert normalize_ip(value, "x") == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("not-an-ip", INVALID_IP),
+        ("10.0.0.256", INVALID_IP),
+        (42, INVALID_IP),
+        (None, INVALID_IP),
+        ("0.0.0.0", UNSPECIFIED_IP),
+        ("::", UNSPECIFIED_IP),
+        ("fe80::1", LINK_LOCAL_IP),
+        ("169.254.3.4", LINK_LOCAL_IP),
+    ],
+)
+def test_unusable_ips_are_skipped_and_reported(value, reason):
+    reports = Reports()
+    assert normalize_ip(value, "node/n1: status.addresses[0].address", reports) is None
+    assert reports.reasons == [reason]
+    assert reports[0][1].startswith("node/n1: status.addresses[0].address: ")
+
+
+def test_bad_address_is_skipped_but_the_rest_of_the_node_kept():
+    raw = make_node("n1", ["fe80::1", "garbage", "10.0.0.5"])
+    reports = Reports()
+    node = parse_node(raw, reports)
+    assert node.ips(("InternalIP",)) == ("10.0.0.5",)
+    assert sorted(reports.reasons) == [INVALID_IP, LINK_LOCAL_IP]
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda n: n.pop("status"),
+        lambda n: n["status"].update(addresses=None),
+        lambda n: n["status"].update(addresses="10.0.0.1"),
+        lambda n: n["status"].update(addresses=[42, {"type": 7}, {"type": "InternalIP"}]),
+        lambda n: n["status"].update(conditions=[{"type": "Ready"}, "x", None]),
+        lambda n: n["status"].update(conditions={"Ready": "True"}),
+        lambda n: n["status"].update(daemonEndpoints={"kubeletEndpoint": {"Port": "10250"}}),
+        lambda n: n["status"].update(daemonEndpoints=[]),
+        lambda n: n["metadata"].update(labels={"a": 1, "b": None}),
+        lambda n: n["metadata"].update(labels=["a"]),
+        lambda n: n["metadata"].update(creationTimestamp="yesterday"),
+        lambda n: n["metadata"].update(creationTimestamp=12),
+        lambda n: n.update(spec=None),
+        lambda n: n.update(spec="x"),
+    ],
+)
+def test_malformed_node_fields_never_raise(mutate):
+    raw = make_node("n1")
+    mutate(raw)
+    node = parse_node(raw, Reports())
+    assert node is not None and node.name == "n1"
+
+
+def test_malformed_field_report_names_where_and_why():
+    raw = make_node("n1")
+    raw["status"]["addresses"] = "10.0.0.1"
+    reports = Reports()
+    parse_node(raw, reports)
+    assert reports == [(BAD_FIELD, "node/n1: status.addresses: expected a list, got '10.0.0.1'")]
+
+
+@pytest.mark.parametrize("raw", [None, 42, "node", [], {}, {"metadata": None}, {"metadata": {"name": 5}}])
+def test_node_without_name_is_skipped_and_reported(raw):
+    reports = Reports()
+    assert parse_node(raw, reports) is None
+    assert reports.reasons == [BAD_OBJECT]
+
+
+def test_pod_parses_dual_stack_ips_and_named_ports():
+    pod = parse_pod(make_pod("f1", ["10.244.0.5", "fd00::5"], port_name="monitor", port=24231))
+    assert pod.key == "logging/f1"
+    assert pod.pod_ips == ("10.244.0.5", "fd00::5")
+    assert pod.phase == "Running" and pod.ready == "True"
+    assert pod.node_name == "node-1"
+    assert pod.controller_kind == "DaemonSet" and pod.controller_name == "fluentd"
+    assert dict(pod.ports) == {"monitor": Port(24231, "fluentd", "TCP")}
+
+
+def test_pod_falls_back_to_pod_ip_without_pod_ips():
+    raw = make_pod("f1", ["10.244.0.5"])
+    del raw["status"]["podIPs"]
+    assert parse_pod(raw).pod_ips == ("10.244.0.5",)
+
+
+def test_pod_ips_dedupe_after_normalization():
+    raw = make_pod("f1", ["::ffff:10.244.0.5", "10.244.0.5"])
+    assert parse_pod(raw).pod_ips == ("10.244.0.5",)
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda p: p.pop("status"),
+        lambda p: p["status"].update(podIPs=None, podIP=None),
+        lambda p: p["status"].update(podIPs=[{"ip": 5}, "x", {"ip": "fe80::1"}]),
+        lambda p: p["spec"].update(containers=None),
+        lambda p: p["spec"].update(containers=[None, {"ports": "x"}, {"ports": [{"name": "m", "containerPort": "x"}]}]),
+        lambda p: p["metadata"].update(ownerReferences="x"),
+        lambda p: p["status"].update(hostIP=5),
+    ],
+)
+def test_malformed_pod_fields_never_raise(mutate):
+    raw = make_pod("f1")
+    mutate(raw)
+    pod = parse_pod(raw, Reports())
+    assert pod is not None and pod.key == "logging/f1"
+
+
+def test_pod_without_namespace_is_skipped():
+    raw = make_pod("f1")
+    del raw["metadata"]["namespace"]
+    reports = Reports()
+    assert parse_pod(raw, reports) is None
+    assert reports.reasons == [BAD_OBJECT]
+
+
+def test_records_share_label_strings_between_objects():
+    a = parse_node(make_node("a", labels={"topology.kubernetes.io/zone": "eu-west-1a"}))
+    b = parse_node(copy.deepcopy(make_node("b", labels={"topology.kubernetes.io/zone": "eu-west-1a"})))
+    za = next(v for k, v in a.labels if k == "topology.kubernetes.io/zone")
+    zb = next(v for k, v in b.labels if k == "topology.kubernetes.io/zone")
+    assert za is zb
