@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -88,3 +89,37 @@ class Server:
     def __exit__(self, *exc: object) -> None:
         self.stop()
         os.unlink(self._log.name)
+
+
+class Sampler:
+    """Reads a URL over and over in a thread, keeping every (status, parsed body) seen.
+
+    Used to prove what never happened in between (an empty list, a 503, an IP
+    served twice) while a fault plays out.
+    """
+
+    def __init__(self, url: str, interval: float = 0.01) -> None:
+        self.url = url
+        self.interval = interval
+        self.samples: list[tuple[int, Any]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=5) as client:
+            while not self._stop.is_set():
+                try:
+                    resp = client.get(self.url)
+                    body = resp.json() if resp.status_code == 200 else None
+                    self.samples.append((resp.status_code, body))
+                except httpx.HTTPError as exc:
+                    self.samples.append((0, repr(exc)))
+                self._stop.wait(self.interval)
+
+    def __enter__(self) -> "Sampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)

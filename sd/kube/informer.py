@@ -112,7 +112,10 @@ class Informer:
                 reason = await self._watch()
                 self._metrics.restarts.labels(self.name, reason).inc()
             except Expired as exc:
-                log.info("relisting source=%r reason=expired detail=%r", self.name, str(exc))
+                if need_list:  # the list itself expired mid-pagination: retry it, but not in a hot loop
+                    await self._fail("expired", str(exc), None)
+                else:
+                    log.info("relisting source=%r reason=expired detail=%r", self.name, str(exc))
                 need_list, reason = True, "expired"
             except Failure as exc:
                 await self._fail(exc.reason, str(exc), exc.retry_after)

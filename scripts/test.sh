@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs, then run all of it:
+#   - Debian's prometheus (prometheus + promtool, for the end-to-end tests) and kubectl
+#     (for `kubectl kustomize` on deploy/) when missing; uses sudo when not root;
+#   - the package and its test extra into .venv.
+# Extra arguments go to pytest, e.g. ./scripts/test.sh -k conflicts
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+{ command -v prometheus && command -v promtool; } >/dev/null || missing+=(prometheus)
+command -v kubectl >/dev/null || missing+=(kubernetes-client)
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  echo "installing Debian packages: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+exec .venv/bin/pytest "$@"
