@@ -8,12 +8,17 @@ import json
 import logging
 import signal
 import socket
+import ssl
 import sys
 import time
+import urllib.error
+import urllib.request
+from pathlib import Path
 from typing import Sequence
 
 from kubernetes_asyncio.config import ConfigException
 
+from sd._table import table
 from sd.app import bind_socket, create_app, parse_listen, serve
 from sd.config import Config, ConfigError, load_config
 from sd.kube.client import ClusterConfig, NoClusterConfig, api_client, find_cluster, list_call
@@ -70,6 +75,10 @@ def _parser() -> argparse.ArgumentParser:
     serve_p.add_argument("--log-format", default="text", choices=["text", "json"])
     check_p = sub.add_parser("check-config", help="validate a config file: exit 0, or print problems and exit 2")
     check_p.add_argument("--config", help="config file (default: built-in)")
+    targets_p = sub.add_parser("targets", help="print a running server's targets as a table")
+    targets_p.add_argument("url", help="a /targets/<set> URL, e.g. http://localhost:8080/targets/kubelet")
+    targets_p.add_argument("--bearer-token-file", help="send this file's contents as a bearer token")
+    targets_p.add_argument("--insecure", action="store_true", help="do not verify the server's TLS certificate")
     return parser
 
 
@@ -77,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
         return _check_config(args.config)
+    if args.command == "targets":
+        return _print_targets(args.url, args.bearer_token_file, args.insecure)
     _setup_logging(args.log_level, args.log_format)
     return _serve(args)
 
@@ -90,6 +101,35 @@ def _check_config(path: str | None) -> int:
         return 2
     sets = ", ".join(f"{n} ({c.source})" for n, c in config.targets.items())
     print(f"{path or 'built-in config'}: ok: target sets {sets}")
+    return 0
+
+
+def _print_targets(url: str, token_file: str | None, insecure: bool) -> int:
+    headers = {"Accept": "application/json"}
+    if token_file:
+        try:
+            headers["Authorization"] = "Bearer " + Path(token_file).read_text().strip()
+        except OSError as exc:
+            return _fail(f"--bearer-token-file {token_file}: {exc.strerror or exc}", 2)
+    context = ssl._create_unverified_context() if insecure else None
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30, context=context) as resp:
+            groups = json.load(resp)
+    except urllib.error.HTTPError as exc:
+        return _fail(f"{url}: HTTP {exc.code}: {exc.read().decode(errors='replace').strip()}", 1)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        return _fail(f"{url}: {getattr(exc, 'reason', exc)}", 1)
+    rows = []
+    for group in groups:
+        labels = group.get("labels", {})
+        name = labels.get("__meta_kubernetes_node_name") or "/".join(
+            filter(None, (labels.get("__meta_kubernetes_namespace"), labels.get("__meta_kubernetes_pod_name")))
+        )
+        node = labels.get("__meta_kubernetes_pod_node_name", "")
+        for target in group.get("targets", []):
+            rows.append((target, labels.get("__meta_sd_ip_family", ""), name or "-", node or "-", labels.get("instance", "-")))
+    print(table(("TARGET", "FAMILY", "OBJECT", "NODE", "INSTANCE"), sorted(rows)), end="")
+    print(f"{len(rows)} targets")
     return 0
 
 
@@ -146,7 +186,7 @@ async def _run(
     cluster: ClusterConfig | None,
 ) -> int:
     if cluster is None:
-        await serve(create_app(sets, metrics), sock)
+        await serve(create_app(sets, metrics, feeds=feeds, server=config.server), sock, config.server)
         return 0
     try:
         api = await api_client(cluster)
@@ -159,7 +199,7 @@ async def _run(
         await asyncio.gather(*(i.run() for i in informers))
 
     try:
-        await serve(create_app(sets, metrics, watch), sock)
+        await serve(create_app(sets, metrics, watch, feeds=feeds, server=config.server), sock, config.server)
     finally:
         await api.close()
     return 0

@@ -8,11 +8,16 @@ after a change (bursts coalesce into one render), and handlers only read them.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
+import hmac
 import logging
+import os
 import socket
+import ssl
 import time
-from typing import AsyncIterator, Awaitable, Callable
+from typing import AsyncIterator, Awaitable, Callable, Sequence
 
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -22,13 +27,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from sd._table import table
+from sd.config import ServerSettings
+from sd.kube.sources import Feed
 from sd.metrics import Metrics
 from sd.targets import TargetSet
 
 log = logging.getLogger("sd.app")
 
 RETRY_AFTER_SECONDS = "5"
-ROUTES = ("/", "/healthz", "/readyz", "/metrics", "/targets/{name}")
+TLS_CHECK_SECONDS = 5.0
 
 
 class Renderer:
@@ -65,8 +73,12 @@ def create_app(
     sets: dict[str, TargetSet],
     metrics: Metrics,
     background: Callable[[], Awaitable[None]] | None = None,
+    *,
+    feeds: Sequence[Feed] = (),
+    server: ServerSettings = ServerSettings(),
 ) -> Starlette:
-    """The ASGI app. ``background`` (the sources) runs for the app's lifetime."""
+    """The ASGI app. ``background`` (the sources) runs for the app's lifetime; ``feeds``
+    supply the skipped-data part of the explain view."""
     renderer = Renderer(sets, metrics)
     metrics.watch_sets(sets.values())
 
@@ -100,17 +112,31 @@ def create_app(
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def index(request: Request) -> Response:
-        lines = ["kube-http-sd: Prometheus http_sd target sets", ""]
-        lines.append(f"{'set':<16} {'source':<8} {'status':<8} {'targets':>7} {'ipv4':>6} {'ipv6':>6}  url")
+        rows = []
         for name in sorted(sets):
             ts = sets[name]
             fam = ts.targets_by_family()
             status = "ready" if ts.synced else "syncing"
-            lines.append(
-                f"{name:<16} {ts.config.source:<8} {status:<8} {len(ts):>7} {fam['ipv4']:>6} {fam['ipv6']:>6}  /targets/{name}"
-            )
-        lines += ["", "also: /readyz /healthz /metrics", ""]
-        return PlainTextResponse("\n".join(lines))
+            rows.append((name, ts.config.source, status, len(ts), fam["ipv4"], fam["ipv6"], f"/targets/{name}"))
+        text = table(("SET", "SOURCE", "STATUS", "TARGETS", "IPV4", "IPV6", "URL"), rows)
+        also = "/readyz /healthz /metrics" + (" /debug/sets/<set>" if server.debug else "")
+        return PlainTextResponse(f"kube-http-sd: Prometheus http_sd target sets\n\n{text}\nalso: {also}\n")
+
+    async def debug_set(request: Request) -> Response:
+        name = request.path_params["name"]
+        ts = sets.get(name)
+        if ts is None:
+            return _error(404, f"no target set {name!r}; sets: {', '.join(sorted(sets))}")
+        view = ts.explain()
+        view["skipped"] = [
+            {"object": obj, "reason": reason, "detail": detail}
+            for feed in feeds
+            if ts in feed.sets
+            for obj, (reason, detail) in sorted(feed.skipped.items())
+        ]
+        if request.query_params.get("format") == "text":
+            return PlainTextResponse(explain_text(view))
+        return JSONResponse(view)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -139,9 +165,84 @@ def create_app(
         Route("/metrics", metrics_route),
         Route("/targets/{name}", targets),
     ]
+    if server.debug:
+        routes.append(Route("/debug/sets/{name}", debug_set))
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error}, lifespan=lifespan)
+    if server.bearer_token_file or server.basic_auth_username:
+        app.add_middleware(_Auth, settings=server)
     app.add_middleware(_RequestMetrics, metrics=metrics)
     return app
+
+
+def explain_text(view: dict) -> str:
+    """The explain view as tables."""
+    out = [f"set {view['set']} (source {view['source']}, {'synced' if view['synced'] else 'waiting for first sync'})", ""]
+    rows = []
+    for entry in view["ips"]:
+        losers = "; ".join(f"{lo['object']}: {lo['why']}" for lo in entry["losers"]) or "-"
+        rows.append((entry["ip"], entry["target"], entry["winner"], losers))
+    out.append(table(("IP", "TARGET", "WINNER", "LOSERS (WHY)"), rows))
+    out.append(f"not candidates: {len(view['excluded'])}")
+    out.append(table(("OBJECT", "REASON", "WHY"), [(e["object"], e["reason"], e["why"]) for e in view["excluded"]]))
+    out.append(f"skipped bad data: {len(view['skipped'])}")
+    out.append(table(("OBJECT", "REASON", "DETAIL"), [(e["object"], e["reason"], e["detail"]) for e in view["skipped"]]))
+    return "\n".join(out)
+
+
+class _SecretFile:
+    """A secret read from a file, re-read when the file changes (rotation without restart)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._stamp: tuple[int, int] | None = None
+        self._value = b""
+
+    def value(self) -> bytes:
+        try:
+            st = os.stat(self.path)
+            if (st.st_mtime_ns, st.st_size) != self._stamp:
+                with open(self.path, "rb") as fh:
+                    self._value = fh.read().strip()
+                self._stamp = (st.st_mtime_ns, st.st_size)
+        except OSError as exc:
+            log.error("cannot read secret file path=%s detail=%r: denying requests", self.path, str(exc))
+            self._stamp, self._value = None, b""
+        return self._value
+
+
+class _Auth:
+    """Bearer token and/or basic auth on every route but /healthz, as Prometheus'
+    http_sd_configs can send them (authorization, basic_auth). Comparisons are
+    constant-time; a 401 never says which part was wrong."""
+
+    def __init__(self, app: Callable, settings: ServerSettings) -> None:
+        self.app = app
+        self.token = _SecretFile(settings.bearer_token_file) if settings.bearer_token_file else None
+        self.user = settings.basic_auth_username.encode()
+        self.password = _SecretFile(settings.basic_auth_password_file) if settings.basic_auth_password_file else None
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http" or scope["path"] == "/healthz" or self._allowed(scope):
+            await self.app(scope, receive, send)
+            return
+        challenge = 'Bearer realm="kube-http-sd"' if self.token else 'Basic realm="kube-http-sd"'
+        await _error(401, "unauthorized", {"WWW-Authenticate": challenge})(scope, receive, send)
+
+    def _allowed(self, scope: dict) -> bool:
+        header = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+        scheme, _, credentials = header.partition(b" ")
+        scheme = scheme.lower()
+        if scheme == b"bearer" and self.token is not None:
+            expected = self.token.value()
+            return bool(expected) & hmac.compare_digest(credentials.strip(), expected)
+        if scheme == b"basic" and self.password is not None:
+            try:
+                user, _, password = base64.b64decode(credentials.strip(), validate=True).partition(b":")
+            except (binascii.Error, ValueError):
+                return False
+            expected = self.password.value()
+            return bool(expected) & hmac.compare_digest(user, self.user) & hmac.compare_digest(password, expected)
+        return False
 
 
 class _RequestMetrics:
@@ -212,9 +313,53 @@ def format_address(sock: socket.socket) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-async def serve(app: Starlette, sock: socket.socket) -> None:
-    """Run uvicorn on ``sock`` until SIGINT/SIGTERM (graceful shutdown)."""
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=5)
-    server = uvicorn.Server(config)
-    log.info("listening address=%s", format_address(sock))
-    await server.serve(sockets=[sock])
+class _TlsFiles:
+    """One SSLContext whose certificate chain is reloaded when the files change;
+    new handshakes use the new certificate, open connections keep theirs."""
+
+    def __init__(self, cert_file: str, key_file: str) -> None:
+        self.cert_file, self.key_file = cert_file, key_file
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self._stamp = self._stat()
+        self.context.load_cert_chain(cert_file, key_file)
+
+    def _stat(self) -> tuple[float, ...]:
+        return tuple(x for f in (self.cert_file, self.key_file) for x in (os.stat(f).st_mtime_ns, os.stat(f).st_size))
+
+    def reload_if_changed(self) -> bool:
+        try:
+            stamp = self._stat()
+            if stamp == self._stamp:
+                return False
+            self.context.load_cert_chain(self.cert_file, self.key_file)
+        except (OSError, ssl.SSLError) as exc:
+            log.error("TLS reload failed, keeping the previous certificate cert=%s detail=%r", self.cert_file, str(exc))
+            return False
+        self._stamp = stamp
+        log.info("TLS certificate reloaded cert=%s", self.cert_file)
+        return True
+
+    async def watch(self) -> None:
+        while True:
+            await asyncio.sleep(TLS_CHECK_SECONDS)
+            self.reload_if_changed()
+
+
+async def serve(app: Starlette, sock: socket.socket, server: ServerSettings = ServerSettings()) -> None:
+    """Run uvicorn on ``sock`` (HTTPS when configured) until SIGINT/SIGTERM (graceful shutdown)."""
+    tls = _TlsFiles(server.tls_cert_file, server.tls_key_file) if server.tls_cert_file else None
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+        ssl_context_factory=(lambda cfg, default: tls.context) if tls else None,
+    )
+    log.info("listening address=%s scheme=%s", format_address(sock), "https" if tls else "http")
+    watcher = asyncio.create_task(tls.watch()) if tls else None
+    try:
+        await uvicorn.Server(config).serve(sockets=[sock])
+    finally:
+        if watcher is not None:
+            watcher.cancel()

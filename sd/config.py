@@ -51,9 +51,20 @@ class SetConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ServerSettings:
+    debug: bool = True  # serve /debug/sets/<set>
+    tls_cert_file: str = ""  # both set: serve HTTPS; files are re-read when they change
+    tls_key_file: str = ""
+    bearer_token_file: str = ""  # require `Authorization: Bearer <file contents>`
+    basic_auth_username: str = ""  # require HTTP basic auth with this user...
+    basic_auth_password_file: str = ""  # ...and the password in this file
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     targets: dict[str, SetConfig]
     kubernetes: KubeSettings = field(default_factory=KubeSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
 
 
 def default_config() -> Config:
@@ -121,14 +132,15 @@ class _Validator:
         if not isinstance(data, dict):
             self.bad("(top level)", f"must be a mapping, got {_show(data)}")
             return default_config()
-        self.unknown(data, "", ("kubernetes", "targets"))
+        self.unknown(data, "", ("kubernetes", "server", "targets"))
         kube = self.kube(data.get("kubernetes") or {}, "kubernetes")
+        server = self.server(data.get("server") or {}, "server")
         raw_sets = data.get("targets")
         if raw_sets is None:
-            return Config(targets=default_config().targets, kubernetes=kube)
+            return Config(targets=default_config().targets, kubernetes=kube, server=server)
         if not isinstance(raw_sets, dict) or not raw_sets:
             self.bad("targets", f"must be a non-empty mapping of set name to settings, got {_show(raw_sets)}")
-            return Config(targets={}, kubernetes=kube)
+            return Config(targets={}, kubernetes=kube, server=server)
         sets = {}
         for set_name, raw in raw_sets.items():
             path = f"targets.{set_name}"
@@ -136,7 +148,35 @@ class _Validator:
                 self.bad(path, "set names are used in URLs: letters, digits, '_', '.', '-'")
                 continue
             sets[set_name] = self.target_set(set_name, raw, path)
-        return Config(targets=sets, kubernetes=kube)
+        return Config(targets=sets, kubernetes=kube, server=server)
+
+    def server(self, raw: Any, path: str) -> ServerSettings:
+        if not isinstance(raw, dict):
+            self.bad(path, f"must be a mapping, got {_show(raw)}")
+            return ServerSettings()
+        self.unknown(raw, path, ServerSettings.__slots__)
+        debug = raw.get("debug", True)
+        if not isinstance(debug, bool):
+            self.bad(f"{path}.debug", f"must be true or false, got {_show(debug)}")
+            debug = True
+        files = {}
+        for key in ("tls_cert_file", "tls_key_file", "bearer_token_file", "basic_auth_password_file"):
+            value = raw.get(key) or ""
+            if not isinstance(value, str):
+                self.bad(f"{path}.{key}", f"must be a file path, got {_show(value)}")
+                value = ""
+            elif value and not Path(value).is_file():
+                self.bad(f"{path}.{key}", f"no such file: {value}")
+            files[key] = value
+        if bool(files["tls_cert_file"]) != bool(files["tls_key_file"]):
+            self.bad(f"{path}.tls_key_file", "tls_cert_file and tls_key_file go together: set both or neither")
+        username = raw.get("basic_auth_username") or ""
+        if not isinstance(username, str):
+            self.bad(f"{path}.basic_auth_username", f"must be a string, got {_show(username)}")
+            username = ""
+        if bool(username) != bool(files["basic_auth_password_file"]):
+            self.bad(f"{path}.basic_auth_username", "basic_auth_username and basic_auth_password_file go together")
+        return ServerSettings(debug=debug, basic_auth_username=username, **files)
 
     def kube(self, raw: Any, path: str) -> KubeSettings:
         d = KubeSettings()

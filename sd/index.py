@@ -54,6 +54,7 @@ class Index(Generic[R]):
         self._claims: dict[str, tuple[str, ...]] = {}  # candidates only
         self._by_ip: dict[str, set[str]] = {}
         self.winners: dict[str, R] = {}
+        self.conflicts_resolved = 0  # times a contested IP got a (new) winner
 
     def __len__(self) -> int:
         return len(self.records)
@@ -126,7 +127,11 @@ class Index(Generic[R]):
             if best is None:
                 if self.winners.pop(ip, None) is not None:
                     changed.add(ip)
-            elif self.winners.get(ip) is not best:
+                continue
+            previous = self.winners.get(ip)
+            if previous is not best:
+                if len(keys) > 1 and (previous is None or previous.key != best.key):  # type: ignore[arg-type]
+                    self.conflicts_resolved += 1
                 self.winners[ip] = best
                 changed.add(ip)
         return changed

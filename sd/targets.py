@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+from datetime import datetime, timezone
 from functools import lru_cache
-from typing import Callable
+from typing import Any, Callable
 
 import orjson
 
@@ -232,6 +233,32 @@ class TargetSet:
         self.renders += 1
         return True
 
+    def explain(self) -> dict[str, Any]:
+        """Every contested or served IP with its winner and why the others lost, plus the
+        indexed objects that are not candidates and why. For people, not Prometheus."""
+        index = self.index
+        ips = []
+        for ip in sorted(index.winners):
+            winner, *losers = index.candidates(ip)
+            ips.append(
+                {
+                    "ip": ip,
+                    "target": self._fragments[ip][1],
+                    "winner": winner.key,
+                    "losers": [{"object": c.key, "why": why_lost(c, winner)} for c in losers],
+                }
+            )
+        excluded = []
+        for key in sorted(index.records):
+            reason = index.excluded(key)
+            if reason is None and index.claims(key):
+                continue
+            record = index.records[key]
+            excluded.append(
+                {"object": key, "reason": reason or NO_ADDRESS, "why": _EXCLUDED_WHY[reason or NO_ADDRESS](record)}
+            )
+        return {"set": self.name, "source": self.config.source, "synced": self.synced, "ips": ips, "excluded": excluded}
+
     def targets_by_family(self) -> dict[str, int]:
         counts = {"ipv4": 0, "ipv6": 0}
         for ip in self._fragments:
@@ -240,6 +267,28 @@ class TargetSet:
 
     def __len__(self) -> int:
         return len(self._fragments)
+
+
+_EXCLUDED_WHY: dict[str, Callable[[Any], str]] = {
+    NOT_READY: lambda r: f"not ready (Ready={r.ready or 'missing'})",
+    TERMINATING: lambda r: "terminating (has a deletionTimestamp)",
+    NOT_RUNNING: lambda r: f"phase {r.phase or 'missing'}, not Running",
+    FINISHED: lambda r: f"phase {r.phase}: finished, its IP may belong to another pod",
+    NO_ADDRESS: lambda r: "no usable IP for this set's address types and ip_family",
+}
+
+
+def why_lost(loser: Record, winner: Record) -> str:
+    """The first rule of the IP-reuse ranking that decided between the two."""
+    if winner.ready == "True" and loser.ready != "True":
+        return f"not ready (Ready={loser.ready or 'missing'}) while {winner.key} is Ready"
+    if loser.created < winner.created:
+        return f"older: created {_iso(loser.created)}, {winner.key} created {_iso(winner.created)}"
+    return f"same readiness and creation time; {winner.key} wins by greater name"
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if epoch else "unknown"
 
 
 def _etag(body: bytes) -> str:

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from cachetools import TTLCache
+from cachetools import LRUCache, TTLCache
 
 from sd.config import Config
 from sd.metrics import Metrics
@@ -79,6 +79,11 @@ class Feed:
         self._keys: set[str] = set()  # keys this source delivered; a relist replaces exactly these
         self._pending: list[Record] = []
         self._logged: TTLCache[str, bool] = TTLCache(maxsize=4096, ttl=600)
+        # Latest bad data per object ("node/n1" → (reason, detail)), for the explain view;
+        # an object that parses cleanly again is dropped from it.
+        self.skipped: LRUCache[str, tuple[str, str]] = LRUCache(maxsize=1000)
+        self._reports = 0
+        self._kind = "node" if source.resource == "nodes" else "pod"
         self.synced = False
         for ts in sets:
             ts.pending_sources.add(self.name)
@@ -86,15 +91,24 @@ class Feed:
 
     def report(self, reason: str, detail: str) -> None:
         """Bad data: counted every time, logged once per detail per 10 minutes."""
+        self._reports += 1
         self.metrics.skipped.labels(self.name, reason).inc()
+        self.skipped[detail.split(":", 1)[0]] = (reason, detail)
         if detail not in self._logged:
             self._logged[detail] = True
             log.warning("skipped bad data source=%r reason=%s detail=%s", self.name, reason, detail)
 
+    def _record(self, obj: Any) -> Record | None:
+        reports = self._reports
+        record = self._parse(obj, self.report)
+        if record is not None and self.skipped and self._reports == reports:
+            self.skipped.pop(f"{self._kind}/{record.key}", None)
+        return record
+
     def list_page(self, items: Iterable[Any]) -> None:
-        parse, report, pending = self._parse, self.report, self._pending
+        pending = self._pending
         for obj in items:
-            record = parse(obj, report)
+            record = self._record(obj)
             if record is not None:
                 pending.append(record)
 
@@ -126,7 +140,7 @@ class Feed:
             for ts in self.sets:
                 ts.delete(key)
             return
-        record = self._parse(obj, self.report)
+        record = self._record(obj)
         if record is None:
             return
         self._keys.add(record.key)

@@ -1,0 +1,196 @@
+"""Day two: the explain view, the targets command, access control with real TLS."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import subprocess
+import sys
+import textwrap
+
+import httpx
+import pytest
+import trustme
+from factories import make_node
+from helpers import ROOT, Server, eventually
+
+SNAPSHOT = str(ROOT / "examples" / "cluster.json")
+
+
+@pytest.fixture(scope="module")
+def server():
+    with Server("--snapshot", SNAPSHOT) as srv:
+        yield srv.wait_healthy()
+
+
+def test_explain_view_names_winner_losers_and_why(tmp_path):
+    snapshot = tmp_path / "cluster.json"
+    nodes = [
+        make_node("dead", ["10.0.0.7"], ready="Unknown", created="2026-01-01T00:00:00Z"),
+        make_node("old", ["10.0.0.7"], created="2026-02-01T00:00:00Z"),
+        make_node("new", ["10.0.0.7"], created="2026-06-01T00:00:00Z"),
+        make_node("bad", ["not-an-ip"]),
+    ]
+    snapshot.write_text(json.dumps({"kind": "List", "items": nodes}))
+    config = tmp_path / "sd.yaml"
+    config.write_text("targets:\n  kubelet: {source: nodes, port: 10250, port_name: kubelet}\n")
+    with Server("--snapshot", str(snapshot), "--config", str(config)) as srv:
+        srv.wait_healthy()
+        view = srv.get("/debug/sets/kubelet").json()
+        assert view["ips"] == [
+            {
+                "ip": "10.0.0.7",
+                "target": "10.0.0.7:10250",
+                "winner": "new",
+                "losers": [{"object": "old", "why": "older: created 2026-02-01T00:00:00Z, new created 2026-06-01T00:00:00Z"}],
+            }
+        ]
+        excluded = {e["object"]: e for e in view["excluded"]}
+        assert excluded["dead"]["reason"] == "not_ready"
+        assert excluded["dead"]["why"] == "not ready (Ready=Unknown)"
+        assert excluded["bad"]["reason"] == "no_address"
+        assert view["skipped"] == [
+            {"object": "node/bad", "reason": "invalid_ip", "detail": "node/bad: status.addresses[0].address: not an IP: 'not-an-ip'"}
+        ]
+        text = srv.get("/debug/sets/kubelet?format=text").text
+        assert "10.0.0.7  10.0.0.7:10250  new" in text
+        assert "old: older" in text and "node/bad" in text
+        assert srv.get("/debug/sets/nope").status_code == 404
+
+
+def test_explain_view_can_be_disabled(tmp_path):
+    config = tmp_path / "sd.yaml"
+    config.write_text("server:\n  debug: false\n")
+    with Server("--snapshot", SNAPSHOT, "--config", str(config)) as srv:
+        srv.wait_healthy()
+        assert srv.get("/debug/sets/kubelet").status_code == 404
+        assert "/debug" not in srv.get("/").text
+
+
+def test_targets_command_prints_a_table(server):
+    result = subprocess.run(
+        [sys.executable, "-m", "sd", "targets", server.base + "/targets/fluentd"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["TARGET", "FAMILY", "OBJECT", "NODE", "INSTANCE"]
+    assert any(line.split()[:4] == ["[fd00:244::21:3]:24231", "ipv6", "logging/logging-fluentd-m2n7v", "v6-only-1"] for line in lines)
+    assert lines[-1] == "7 targets"
+
+
+def test_targets_command_reports_http_errors(server):
+    result = subprocess.run(
+        [sys.executable, "-m", "sd", "targets", server.base + "/targets/nope"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    assert "HTTP 404" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory):
+    """A server with TLS, a bearer token and basic auth, all from files."""
+    tmp = tmp_path_factory.mktemp("secured")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "::1", "localhost")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp / "server.pem"))
+    ca.cert_pem.write_to_path(str(tmp / "ca.pem"))
+    (tmp / "token").write_text("s3cret-token\n")
+    (tmp / "password").write_text("hunter2\n")
+    config = tmp / "sd.yaml"
+    config.write_text(
+        textwrap.dedent(
+            f"""
+            server:
+              tls_cert_file: {tmp / 'server.pem'}
+              tls_key_file: {tmp / 'server.pem'}
+              bearer_token_file: {tmp / 'token'}
+              basic_auth_username: prometheus
+              basic_auth_password_file: {tmp / 'password'}
+            """
+        )
+    )
+    srv = Server("--snapshot", SNAPSHOT, "--config", str(config))
+    srv.base = srv.base.replace("http://", "https://")
+    client = httpx.Client(verify=ssl.create_default_context(cafile=str(tmp / "ca.pem")), base_url=srv.base, timeout=5)
+    eventually(lambda: client.get("/healthz").status_code == 200, timeout=15, what="TLS /healthz")
+    yield srv, client, tmp, ca
+    client.close()
+    srv.stop()
+
+
+def test_tls_serves_with_the_configured_certificate(secured):
+    srv, client, tmp, ca = secured
+    assert client.get("/targets/kubelet", headers={"Authorization": "Bearer s3cret-token"}).status_code == 200
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(srv.base + "/healthz", timeout=5)  # the system trust store does not know our CA
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(srv.base.replace("https://", "http://") + "/healthz", timeout=5)
+
+
+@pytest.mark.parametrize("path", ["/targets/kubelet", "/", "/readyz", "/metrics", "/debug/sets/kubelet", "/nope"])
+def test_every_route_but_healthz_needs_credentials(secured, path):
+    _, client, _, _ = secured
+    resp = client.get(path)
+    assert resp.status_code == 401
+    assert resp.json() == {"error": "unauthorized", "status": 401}
+    assert resp.headers["www-authenticate"].startswith("Bearer")
+    assert client.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": "Bearer s3cret-token-and-more"},
+        {"Authorization": "Bearer"},
+        {"Authorization": "s3cret-token"},
+        {"Authorization": "Basic !!!"},
+    ],
+)
+def test_wrong_credentials_get_the_same_bare_401(secured, headers):
+    _, client, _, _ = secured
+    resp = client.get("/targets/kubelet", headers=headers)
+    assert resp.status_code == 401 and resp.json() == {"error": "unauthorized", "status": 401}
+
+
+@pytest.mark.parametrize(
+    ("auth", "status"),
+    [(("prometheus", "hunter2"), 200), (("prometheus", "wrong"), 401), (("someone", "hunter2"), 401)],
+)
+def test_basic_auth(secured, auth, status):
+    _, client, _, _ = secured
+    assert client.get("/targets/fluentd", auth=auth).status_code == status
+
+
+def test_rotated_token_file_takes_effect_without_restart(secured):
+    _, client, tmp, _ = secured
+    (tmp / "token").write_text("rotated-token-2\n")
+    try:
+        eventually(lambda: client.get("/readyz", headers={"Authorization": "Bearer rotated-token-2"}).status_code == 200)
+        assert client.get("/readyz", headers={"Authorization": "Bearer s3cret-token"}).status_code == 401
+    finally:
+        (tmp / "token").write_text("s3cret-token\n")
+
+
+def test_renewed_certificate_is_served_without_restart(secured):
+    srv, client, tmp, ca = secured
+    new_ca = trustme.CA()
+    new_ca.issue_cert("127.0.0.1", "localhost").private_key_and_cert_chain_pem.write_to_path(str(tmp / "server.pem"))
+    new_ca.cert_pem.write_to_path(str(tmp / "new-ca.pem"))
+    verify = ssl.create_default_context(cafile=str(tmp / "new-ca.pem"))
+    with httpx.Client(verify=verify, base_url=srv.base, timeout=5) as fresh:
+        eventually(lambda: fresh.get("/healthz").status_code == 200, timeout=20, what="new certificate served")
+    assert "TLS certificate reloaded" in srv.log()
+
+
+def test_check_config_rejects_half_configured_tls_and_auth(tmp_path):
+    config = tmp_path / "sd.yaml"
+    config.write_text("server:\n  tls_cert_file: /nope.pem\n  basic_auth_username: x\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "sd", "check-config", "--config", str(config)], capture_output=True, text=True, cwd=ROOT
+    )
+    assert result.returncode == 2
+    assert f"{config}: server.tls_cert_file: no such file: /nope.pem" in result.stderr
+    assert "tls_cert_file and tls_key_file go together" in result.stderr
+    assert "basic_auth_username and basic_auth_password_file go together" in result.stderr
