@@ -11,7 +11,7 @@ from collections import Counter as Tally
 from typing import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from sd.targets import TargetSet
@@ -72,7 +72,7 @@ class _SetCollector(Collector):
     def __init__(self, sets: list[TargetSet]) -> None:
         self._sets = sets
 
-    def collect(self) -> Iterable[GaugeMetricFamily]:
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
         targets = GaugeMetricFamily(PREFIX + "targets", "Targets served, by set and IP family.", labels=["set", "family"])
         objects = GaugeMetricFamily(PREFIX + "objects", "Objects indexed, by set.", labels=["set"])
         excluded = GaugeMetricFamily(
@@ -80,6 +80,9 @@ class _SetCollector(Collector):
         )
         conflicts = GaugeMetricFamily(
             PREFIX + "ip_conflicts", "IPs claimed by more than one candidate right now (one wins).", labels=["set"]
+        )
+        resolved = CounterMetricFamily(
+            PREFIX + "ip_conflicts_resolved", "Times a contested IP got a (new) winner.", labels=["set"]
         )
         synced = GaugeMetricFamily(PREFIX + "set_synced", "1 once every source of the set finished its first list.", labels=["set"])
         for ts in self._sets:
@@ -91,5 +94,6 @@ class _SetCollector(Collector):
                 if reason is not None:
                     excluded.add_metric([ts.name, reason], count)
             conflicts.add_metric([ts.name], ts.index.conflicts())
+            resolved.add_metric([ts.name], ts.index.conflicts_resolved)
             synced.add_metric([ts.name], 1 if ts.synced else 0)
-        return [targets, objects, excluded, conflicts, synced]
+        return [targets, objects, excluded, conflicts, resolved, synced]

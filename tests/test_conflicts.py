@@ -131,6 +131,7 @@ def test_losers_stay_indexed_for_inspection():
     )
     assert [r.name for r in ts.index.candidates("10.0.0.7")] == ["new", "old"]
     assert ts.index.conflicts() == 1
+    assert ts.index.conflicts_resolved == 1
 
 
 def test_fluentd_rollout_on_reused_ip_serves_only_the_new_pod():
