@@ -14,7 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Sequence
+from typing import Awaitable, Callable, Sequence
 
 from kubernetes_asyncio.config import ConfigException
 
@@ -26,6 +26,7 @@ from sd.kube.informer import Informer
 from sd.kube.snapshot import SnapshotError, load_snapshot
 from sd.kube.sources import Feed, plan
 from sd.metrics import Metrics
+from sd.probe import Prober
 from sd.targets import TargetSet
 
 log = logging.getLogger("sd")
@@ -150,7 +151,11 @@ def _serve(args: argparse.Namespace) -> int:
         return _fail(str(exc), 2)
 
     metrics = Metrics()
-    sets = {name: TargetSet(sc) for name, sc in config.targets.items()}
+    prober = _prober(config)
+    sets = {name: TargetSet(sc, prober) for name, sc in config.targets.items()}
+    if prober is not None:
+        reachable = [ts for ts in sets.values() if ts.prober is not None]
+        prober.on_change = lambda key: [ts.refresh(key) for ts in reachable]
     feeds = plan(config, sets, metrics)
     cluster = None
     if args.snapshot:
@@ -172,9 +177,16 @@ def _serve(args: argparse.Namespace) -> int:
     # handler to decide; this one makes that a normal exit (status 0).
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
     try:
-        return asyncio.run(_run(sets, feeds, metrics, config, sock, cluster))
+        return asyncio.run(_run(sets, feeds, metrics, config, sock, cluster, prober))
     except KeyboardInterrupt:
         return 0
+
+
+def _prober(config: Config) -> Prober | None:
+    if not any(sc.ip_family == "reachable" for sc in config.targets.values()):
+        return None
+    p = config.probe
+    return Prober(interval=p.interval_seconds, timeout=p.timeout_seconds, concurrency=p.concurrency)
 
 
 async def _run(
@@ -184,24 +196,31 @@ async def _run(
     config: Config,
     sock: socket.socket,
     cluster: ClusterConfig | None,
+    prober: Prober | None,
 ) -> int:
-    if cluster is None:
-        await serve(create_app(sets, metrics, feeds=feeds, server=config.server), sock, config.server)
-        return 0
-    try:
-        api = await api_client(cluster)
-    except (ConfigException, OSError, ValueError) as exc:
-        return _fail(f"{cluster}: cannot load: {exc}", 1)
-    informers = [Informer(f.name, list_call(api, f.source), f, config.kubernetes, metrics) for f in feeds]
-
-    async def watch() -> None:
+    """Serve until stopped, with the informers (unless serving a snapshot) and the prober running."""
+    tasks: list[Callable[[], Awaitable[None]]] = []
+    api = None
+    if cluster is not None:
+        try:
+            api = await api_client(cluster)
+        except (ConfigException, OSError, ValueError) as exc:
+            return _fail(f"{cluster}: cannot load: {exc}", 1)
         log.info("watching cluster=%r sources=%s", str(cluster), [f.name for f in feeds])
-        await asyncio.gather(*(i.run() for i in informers))
+        tasks += [Informer(f.name, list_call(api, f.source), f, config.kubernetes, metrics).run for f in feeds]
+    if prober is not None:
+        tasks.append(prober.run)
+
+    async def background() -> None:
+        await asyncio.gather(*(task() for task in tasks))
 
     try:
-        await serve(create_app(sets, metrics, watch, feeds=feeds, server=config.server), sock, config.server)
+        await serve(create_app(sets, metrics, background, feeds=feeds, server=config.server), sock, config.server)
     finally:
-        await api.close()
+        if prober is not None:
+            await prober.aclose()
+        if api is not None:
+            await api.close()
     return 0
 
 

@@ -31,6 +31,7 @@ from sd._table import table
 from sd.config import ServerSettings
 from sd.kube.sources import Feed
 from sd.metrics import Metrics
+from sd.probe import advice
 from sd.targets import TargetSet
 
 log = logging.getLogger("sd.app")
@@ -134,6 +135,16 @@ def create_app(
             if ts in feed.sets
             for obj, (reason, detail) in sorted(feed.skipped.items())
         ]
+        if ts.prober is not None:
+            view["probes"] = [
+                {
+                    "object": key,
+                    "results": {ip: {"ok": r.ok, "detail": r.detail} for ip, r in results.items()},
+                    "advice": advice(results),
+                }
+                for key in sorted(ts.index.records)
+                if (results := ts.prober.results(key))
+            ]
         if request.query_params.get("format") == "text":
             return PlainTextResponse(explain_text(view))
         return JSONResponse(view)
@@ -184,6 +195,16 @@ def explain_text(view: dict) -> str:
     out.append(table(("IP", "TARGET", "WINNER", "LOSERS (WHY)"), rows))
     out.append(f"not candidates: {len(view['excluded'])}")
     out.append(table(("OBJECT", "REASON", "WHY"), [(e["object"], e["reason"], e["why"]) for e in view["excluded"]]))
+    if "probes" in view:
+        probes = [
+            (p["object"], ip, "ok" if r["ok"] else "FAILED", r["detail"])
+            for p in view["probes"]
+            for ip, r in p["results"].items()
+        ]
+        out.append(f"reachability probes: {len(probes)}")
+        out.append(table(("OBJECT", "IP", "RESULT", "DETAIL"), probes))
+        out += [f"advice: {p['object']}: {p['advice']}" for p in view["probes"] if p["advice"]]
+        out.append("")
     out.append(f"skipped bad data: {len(view['skipped'])}")
     out.append(table(("OBJECT", "REASON", "DETAIL"), [(e["object"], e["reason"], e["detail"]) for e in view["skipped"]]))
     return "\n".join(out)

@@ -17,7 +17,7 @@ import yaml
 from sd.kube.selectors import SelectorError, parse_field_selector, parse_label_selector
 
 SOURCES = ("nodes", "pods")
-IP_FAMILIES = ("primary", "ipv4", "ipv6", "both")
+IP_FAMILIES = ("primary", "ipv4", "ipv6", "both", "reachable")
 ADDRESS_TYPES = ("InternalIP", "ExternalIP")
 SCHEMES = ("http", "https")
 _SET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -51,6 +51,15 @@ class SetConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ProbeSettings:
+    """Reachability probes for sets with ip_family: reachable."""
+
+    interval_seconds: float = 60.0
+    timeout_seconds: float = 2.0
+    concurrency: int = 32
+
+
+@dataclass(frozen=True, slots=True)
 class ServerSettings:
     debug: bool = True  # serve /debug/sets/<set>
     tls_cert_file: str = ""  # both set: serve HTTPS; files are re-read when they change
@@ -65,6 +74,7 @@ class Config:
     targets: dict[str, SetConfig]
     kubernetes: KubeSettings = field(default_factory=KubeSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
+    probe: ProbeSettings = field(default_factory=ProbeSettings)
 
 
 def default_config() -> Config:
@@ -132,15 +142,18 @@ class _Validator:
         if not isinstance(data, dict):
             self.bad("(top level)", f"must be a mapping, got {_show(data)}")
             return default_config()
-        self.unknown(data, "", ("kubernetes", "server", "targets"))
-        kube = self.kube(data.get("kubernetes") or {}, "kubernetes")
-        server = self.server(data.get("server") or {}, "server")
+        self.unknown(data, "", ("kubernetes", "server", "probe", "targets"))
+        common = {
+            "kubernetes": self.kube(data.get("kubernetes") or {}, "kubernetes"),
+            "server": self.server(data.get("server") or {}, "server"),
+            "probe": self.probe(data.get("probe") or {}, "probe"),
+        }
         raw_sets = data.get("targets")
         if raw_sets is None:
-            return Config(targets=default_config().targets, kubernetes=kube, server=server)
+            return Config(targets=default_config().targets, **common)
         if not isinstance(raw_sets, dict) or not raw_sets:
             self.bad("targets", f"must be a non-empty mapping of set name to settings, got {_show(raw_sets)}")
-            return Config(targets={}, kubernetes=kube, server=server)
+            return Config(targets={}, **common)
         sets = {}
         for set_name, raw in raw_sets.items():
             path = f"targets.{set_name}"
@@ -148,7 +161,19 @@ class _Validator:
                 self.bad(path, "set names are used in URLs: letters, digits, '_', '.', '-'")
                 continue
             sets[set_name] = self.target_set(set_name, raw, path)
-        return Config(targets=sets, kubernetes=kube, server=server)
+        return Config(targets=sets, **common)
+
+    def probe(self, raw: Any, path: str) -> ProbeSettings:
+        d = ProbeSettings()
+        if not isinstance(raw, dict):
+            self.bad(path, f"must be a mapping, got {_show(raw)}")
+            return d
+        self.unknown(raw, path, ProbeSettings.__slots__)
+        return ProbeSettings(
+            interval_seconds=self.number(raw, path, "interval_seconds", d.interval_seconds, 1, 86400),
+            timeout_seconds=self.number(raw, path, "timeout_seconds", d.timeout_seconds, 0.05, 60),
+            concurrency=int(self.number(raw, path, "concurrency", d.concurrency, 1, 1024, integer=True)),
+        )
 
     def server(self, raw: Any, path: str) -> ServerSettings:
         if not isinstance(raw, dict):
@@ -230,6 +255,8 @@ class _Validator:
         ip_family = raw.get("ip_family", "primary")
         if ip_family not in IP_FAMILIES:
             self.bad(f"{path}.ip_family", f"must be one of {', '.join(IP_FAMILIES)}, got {_show(ip_family)}")
+        elif ip_family == "reachable" and source != "pods":
+            self.bad(f"{path}.ip_family", "reachable probes pod metrics endpoints; for nodes use primary, ipv4, ipv6 or both")
         port_name = raw.get("port_name")
         if port_name is not None and (not isinstance(port_name, str) or not port_name):
             self.bad(f"{path}.port_name", f"must be a port name (string), got {_show(port_name)}")

@@ -65,6 +65,14 @@ class Index(Generic[R]):
         if old == record:
             return set()
         self.records[key] = record
+        return self.refresh(key)
+
+    def refresh(self, key: str) -> set[str]:
+        """(Re)claim the stored record's IPs: after an upsert, or when something the
+        policy reads besides the record changed (reachability probe results)."""
+        record = self.records.get(key)
+        if record is None:
+            return set()
         touched = self._unclaim(key)
         if self._policy.exclude(record) is None:
             claims = self._policy.claims(record)

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from sd.model import ip_family
 from sd.targets import TargetSet
 
 PREFIX = "kube_http_sd_"
@@ -85,7 +86,20 @@ class _SetCollector(Collector):
             PREFIX + "ip_conflicts_resolved", "Times a contested IP got a (new) winner.", labels=["set"]
         )
         synced = GaugeMetricFamily(PREFIX + "set_synced", "1 once every source of the set finished its first list.", labels=["set"])
+        probes = GaugeMetricFamily(
+            PREFIX + "probe_endpoints",
+            "Reachability-probed endpoints by last result (ip_family: reachable sets).",
+            labels=["set", "family", "result"],
+        )
         for ts in self._sets:
+            if ts.prober is not None:
+                tally = Tally(
+                    (ip_family(ip), "ok" if r.ok else "failed")
+                    for key in ts.index.records
+                    for ip, r in ts.prober.results(key).items()
+                )
+                for (family, result), count in sorted(tally.items()):
+                    probes.add_metric([ts.name, family, result], count)
             for family, count in ts.targets_by_family().items():
                 targets.add_metric([ts.name, family], count)
             objects.add_metric([ts.name], len(ts.index))
@@ -96,4 +110,4 @@ class _SetCollector(Collector):
             conflicts.add_metric([ts.name], ts.index.conflicts())
             resolved.add_metric([ts.name], ts.index.conflicts_resolved)
             synced.add_metric([ts.name], 1 if ts.synced else 0)
-        return [targets, objects, excluded, conflicts, resolved, synced]
+        return [targets, objects, excluded, conflicts, resolved, synced, probes]

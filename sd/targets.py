@@ -12,13 +12,16 @@ import hashlib
 import re
 from datetime import datetime, timezone
 from functools import lru_cache
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import orjson
 
 from sd.config import SetConfig
 from sd.index import Index, Policy
-from sd.model import NodeRecord, PodRecord, Record, ip_family
+from sd.model import NodeRecord, PodRecord, Port, Record, ip_family
+
+if TYPE_CHECKING:
+    from sd.probe import Prober
 
 META = "__meta_kubernetes_"
 NODE_NAME = META + "node_name"
@@ -142,16 +145,27 @@ def pod_labels(pod: PodRecord) -> dict[str, str]:
 
 
 class TargetSet:
-    """One served target set: its index, per-IP group fragments and rendered body."""
+    """One served target set: its index, per-IP group fragments and rendered body.
 
-    def __init__(self, config: SetConfig) -> None:
+    With ``ip_family: reachable`` the set asks ``prober`` which of a candidate's IPs
+    answer, publishes those (the primary IP until one answers) and re-claims a
+    record's IPs when its probe results change (``refresh``).
+    """
+
+    def __init__(self, config: SetConfig, prober: Prober | None = None) -> None:
         self.config = config
         self.name = config.name
         is_nodes = config.source == "nodes"
         exclude = _node_excluded(config.require_ready) if is_nodes else _pod_excluded(config.require_ready)
         types = config.address_types
         family = config.ip_family
-        self.index: Index[Record] = Index(Policy(exclude=exclude, claims=lambda r: select_ips(r.ips(types), family)))
+        self.prober = prober if family == "reachable" else None
+        if self.prober is not None:
+            claims = self._reachable_claims
+        else:
+            claims = lambda r: select_ips(r.ips(types), family)  # noqa: E731
+        self._exclude = exclude
+        self.index: Index[Record] = Index(Policy(exclude=exclude, claims=claims))
         self._object_labels = node_labels if is_nodes else pod_labels
         # A node has one name for all its targets: use it as instance unless one
         # node can emit two targets (ip_family both), where that would clash.
@@ -176,13 +190,48 @@ class TargetSet:
     # -- changes (called by sources) ------------------------------------------------
 
     def upsert(self, record: Record) -> None:
+        if self.prober is not None:
+            self._probe(record)
         self._apply(self.index.upsert(record))
 
     def delete(self, key: str) -> None:
+        if self.prober is not None:
+            self.prober.forget(key)
         self._apply(self.index.delete(key))
 
     def replace(self, records: list[Record], keys: set[str] | None = None) -> None:
+        if self.prober is not None:
+            for record in records:
+                self._probe(record)
+            for key in set(self.index.records if keys is None else keys) - {r.key for r in records}:
+                self.prober.forget(key)
         self._apply(self.index.replace(records, keys))
+
+    def refresh(self, key: str) -> None:
+        """The record's probe results changed: claim its IPs again."""
+        self._apply(self.index.refresh(key))
+
+    def _probe(self, record: Record) -> None:
+        assert self.prober is not None
+        if self._exclude(record) is not None:
+            self.prober.forget(record.key)
+            return
+        port = self._port(record)[1]
+        path, scheme = self.config.metrics_path or "/metrics", self.config.scheme or "http"
+        self.prober.watch(record.key, [(ip, port, path, scheme) for ip in record.ips(self.config.address_types)])
+
+    def _reachable_claims(self, record: Record) -> tuple[str, ...]:
+        assert self.prober is not None
+        ips = record.ips(self.config.address_types)
+        answering = self.prober.reachable(record.key)
+        # Until some IP answers (not probed yet, or all failing), serve the primary.
+        return tuple(ip for ip in ips if ip in answering) if answering else ips[:1]
+
+    def _port(self, record: Record) -> tuple[Port | None, int]:
+        """The named port when the object has it, and the number to scrape."""
+        name = self.config.port_name
+        port = dict(record.ports).get(name) if name else None
+        return port, port.number if port is not None else self.config.port
 
     def _apply(self, changed: set[str]) -> None:
         if not changed:
@@ -202,20 +251,18 @@ class TargetSet:
         labels = self._object_labels(record)  # type: ignore[arg-type]
         family = ip_family(ip)
         labels[IP_FAMILY] = family
-        name = self.config.port_name
-        port = dict(record.ports).get(name) if name else None
+        port, number = self._port(record)
         if isinstance(record, PodRecord):
             labels[POD_IP] = ip
             if port is not None:
                 labels[POD_CONTAINER_NAME] = port.container
-                labels[POD_CONTAINER_PORT_NAME] = name  # type: ignore[assignment]
+                labels[POD_CONTAINER_PORT_NAME] = self.config.port_name  # type: ignore[assignment]
                 labels[POD_CONTAINER_PORT_NUMBER] = str(port.number)
                 labels[POD_CONTAINER_PORT_PROTOCOL] = port.protocol
                 labels[POD_CONTAINER_INIT] = "false"
         elif self._instance:
             labels[INSTANCE] = record.name
         labels.update(self._static)
-        number = port.number if port is not None else self.config.port
         target = f"[{ip}]:{number}" if family == "ipv6" else f"{ip}:{number}"
         group = orjson.dumps({"targets": [target], "labels": labels}, option=orjson.OPT_SORT_KEYS)
         return (record.key, target, group)

@@ -125,7 +125,7 @@ def test_check_config_exits_2_and_prints_each_problem(tmp_path):
     result = run_cli("check-config", "--config", str(path))
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        f"{path}: targets.fluentd.ip_family: must be one of primary, ipv4, ipv6, both, got 'dual'",
+        f"{path}: targets.fluentd.ip_family: must be one of primary, ipv4, ipv6, both, reachable, got 'dual'",
         f"{path}: targets.fluentd.port: must be 1-65535, got 0",
     ]
 

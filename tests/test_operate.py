@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import http.server
 import json
+import socket
 import ssl
 import subprocess
 import sys
 import textwrap
+import threading
 
 import httpx
 import pytest
 import trustme
-from factories import make_node
-from helpers import ROOT, Server, eventually
+from factories import make_node, make_pod
+from helpers import ROOT, Server, eventually, free_port
 
 SNAPSHOT = str(ROOT / "examples" / "cluster.json")
 
@@ -194,3 +197,86 @@ def test_check_config_rejects_half_configured_tls_and_auth(tmp_path):
     assert f"{config}: server.tls_cert_file: no such file: /nope.pem" in result.stderr
     assert "tls_cert_file and tls_key_file go together" in result.stderr
     assert "basic_auth_username and basic_auth_password_file go together" in result.stderr
+
+
+class _Listener:
+    """A metrics endpoint bound to exactly one loopback address."""
+
+    def __init__(self, host: str, port: int = 0) -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = b"fluentd_up 1\n"
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        class Server(http.server.ThreadingHTTPServer):
+            address_family = family
+
+        self.server = Server((host, port), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("listen_on", "served", "advice"),
+    [
+        ("127.0.0.1", "127.0.0.1", "IPv6 refused"),
+        ("::1", "[::1]", "IPv4 refused"),
+    ],
+)
+def test_reachable_mode_publishes_only_the_family_that_answers(tmp_path, listen_on, served, advice):
+    listener = _Listener(listen_on)
+    try:
+        port = listener.port
+        pod = make_pod("fluentd-a", ["127.0.0.1", "::1"], port=port)
+        snapshot = tmp_path / "cluster.json"
+        snapshot.write_text(json.dumps({"kind": "PodList", "items": [pod]}))
+        config = tmp_path / "sd.yaml"
+        config.write_text(
+            "probe: {interval_seconds: 1, timeout_seconds: 1}\n"
+            "targets:\n  fluentd:\n    source: pods\n    label_selector: app.kubernetes.io/name=fluentd\n"
+            f"    port_name: monitor\n    port: 24231\n    ip_family: reachable\n"
+        )
+        with Server("--snapshot", str(snapshot), "--config", str(config)) as srv:
+            srv.wait_healthy()
+            eventually(
+                lambda: [g["targets"] for g in srv.get("/targets/fluentd").json()] == [[f"{served}:{port}"]],
+                what="only the answering family",
+            )
+            view = srv.get("/debug/sets/fluentd").json()
+            [probe] = view["probes"]
+            assert probe["object"] == "logging/fluentd-a"
+            assert advice in probe["advice"]
+            assert sorted(r["ok"] for r in probe["results"].values()) == [False, True]
+            assert "advice: logging/fluentd-a: " + advice in srv.get("/debug/sets/fluentd?format=text").text
+            metrics = srv.get("/metrics").text
+            assert 'kube_http_sd_probe_endpoints{family="ipv4",result=' in metrics
+    finally:
+        listener.close()
+
+
+def test_reachable_mode_serves_the_primary_until_something_answers(tmp_path):
+    port = free_port()  # nothing listens here
+    pod = make_pod("fluentd-a", ["::1", "127.0.0.1"], port=port)
+    snapshot = tmp_path / "cluster.json"
+    snapshot.write_text(json.dumps({"kind": "PodList", "items": [pod]}))
+    config = tmp_path / "sd.yaml"
+    config.write_text(
+        "probe: {interval_seconds: 1, timeout_seconds: 1}\n"
+        "targets:\n  fluentd: {source: pods, port_name: monitor, port: 24231, ip_family: reachable}\n"
+    )
+    with Server("--snapshot", str(snapshot), "--config", str(config)) as srv:
+        srv.wait_healthy()
+        eventually(lambda: len(srv.get("/debug/sets/fluentd").json()["probes"]) == 1, what="probed")
+        assert [g["targets"] for g in srv.get("/targets/fluentd").json()] == [[f"[::1]:{port}"]]
