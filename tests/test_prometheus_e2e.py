@@ -1,0 +1,333 @@
+"""End to end with a real Prometheus: API double → kube-http-sd (subprocess) → http_sd → Prometheus.
+
+Everything is asserted through Prometheus' own HTTP API (`/api/v1/targets`, `/api/v1/query`),
+polling with deadlines. Prometheus batches discovery updates (the discovery manager sends at
+most every 5 s; the scrape manager applies them every 1 s with the hidden
+`--scrape.discovery-reload-interval` flag when supported), so each change takes a few seconds
+to show: cases share one stack per module where that is safe.
+
+All scraped addresses are loopback: node IPs are in 127.0.0.0/8 (nothing listens on their
+kubelet port, so those targets are simply down), and the Fluentd pod's IPs are 127.0.0.1 and
+::1, where the test's own metrics endpoint listens.
+
+Needs Debian's `prometheus` (scripts/test.sh installs it); without it these tests fail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import textwrap
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from factories import make_node, make_pod, with_ready
+from helpers import Server, eventually, free_port
+from kubeapi import FakeKubeAPI
+from prometheus_client.parser import text_string_to_metric_families
+from promtest import DualStackMetrics, Prometheus, prometheus_binary
+
+pytestmark = pytest.mark.e2e
+
+FAST = textwrap.dedent(
+    """
+    kubernetes:
+      page_size: 3
+      watch_timeout_seconds: [5, 10]
+      read_timeout_seconds: 5
+      backoff_initial_seconds: 0.05
+      backoff_max_seconds: 0.5
+    """
+)
+OLD, NEW = "2026-01-01T00:00:00Z", "2026-06-01T00:00:00Z"
+
+
+def prometheus_config(sd_base: str) -> dict[str, Any]:
+    """Both sets over http_sd, refreshed every second, with relabeling on the __meta_* names."""
+    return {
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [
+            {
+                "job_name": "kubelet",
+                "http_sd_configs": [{"url": f"{sd_base}/targets/kubelet", "refresh_interval": "1s"}],
+                "relabel_configs": [
+                    {"action": "labelmap", "regex": "__meta_kubernetes_node_label_(.+)"},
+                    {"source_labels": ["__meta_kubernetes_node_name"], "target_label": "node"},
+                    {"source_labels": ["__meta_sd_ip_family"], "target_label": "ip_family"},
+                ],
+            },
+            {
+                "job_name": "fluentd",
+                "http_sd_configs": [{"url": f"{sd_base}/targets/fluentd", "refresh_interval": "1s"}],
+                "relabel_configs": [
+                    {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+                    {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+                    {"source_labels": ["__meta_kubernetes_pod_node_name"], "target_label": "node"},
+                    {"source_labels": ["__meta_sd_ip_family"], "target_label": "ip_family"},
+                ],
+            },
+        ],
+    }
+
+
+def counter(text: str, sample: str, **labels: str) -> float:
+    """Sum of the samples called `sample` whose labels include `labels`, in exposition `text`."""
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+def address(target: dict[str, Any]) -> str:
+    return target["discoveredLabels"]["__address__"]
+
+
+def kubelet_nodes(prom: Prometheus) -> dict[str, list[str]]:
+    """Active kubelet targets: address → node labels (a list, so a doubled address shows)."""
+    out: dict[str, list[str]] = {}
+    for t in prom.active_targets("kubelet"):
+        out.setdefault(address(t), []).append(t["labels"].get("node", "?"))
+    return out
+
+
+@dataclass
+class Stack:
+    api: FakeKubeAPI
+    server: Server
+    prom: Prometheus
+    metrics: DualStackMetrics
+
+    def logs(self) -> str:
+        return f"--- kube-http-sd log ---\n{self.server.log()[-4000:]}"
+
+    def wait(self, check: Any, what: str, timeout: float = 30) -> Any:
+        return self.prom.eventually(check, what, timeout, extra=self.logs)
+
+
+# -- one shared stack for the discovery / scrape cases -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    binary = prometheus_binary()  # fails (never skips) when Prometheus is missing
+    tmp = tmp_path_factory.mktemp("prom-e2e")
+    (tmp / "sd.yaml").write_text(FAST)
+    with contextlib.ExitStack() as stack_:
+        metrics = stack_.enter_context(DualStackMetrics())
+        api = stack_.enter_context(FakeKubeAPI())
+        api.add_many(
+            [
+                make_node("e2e-labels", ["127.0.0.11"], labels={"topology.kubernetes.io/zone": "zone-a"}),
+                make_node("e2e-flappy", ["127.0.0.12"]),
+                make_node("e2e-old", ["127.0.0.13"], created=OLD),
+                make_node("e2e-down", ["127.0.0.14"], ready="False"),
+                make_pod("fluentd-dual", ["127.0.0.1", "::1"], node="e2e-labels", port=metrics.port),
+                make_pod("web", ["127.0.0.50"], labels={"app.kubernetes.io/name": "web"}),
+            ]
+        )
+        kubeconfig = api.write_kubeconfig(tmp / "kubeconfig")
+        server = stack_.enter_context(Server("--kubeconfig", kubeconfig, "--config", str(tmp / "sd.yaml")))
+        server.wait_healthy()
+        eventually(lambda: server.get("/readyz").status_code == 200, timeout=30, what="kube-http-sd first sync")
+        prom = stack_.enter_context(Prometheus(prometheus_config(server.base), tmp / "prometheus", binary))
+        prom.wait_ready()
+        s = Stack(api, server, prom, metrics)
+        s.wait(
+            lambda: set(kubelet_nodes(prom)) == {"127.0.0.11:10250", "127.0.0.12:10250", "127.0.0.13:10250"}
+            and len(prom.active_targets("fluentd")) == 2,
+            "Prometheus discovers the initial targets",
+        )
+        yield s
+
+
+def test_discovered_labels_carry_meta_names_and_relabeling_uses_them(stack):
+    prom = stack.prom
+    (node,) = [t for t in prom.active_targets("kubelet") if address(t) == "127.0.0.11:10250"]
+    discovered = node["discoveredLabels"]
+    assert {
+        "__address__": "127.0.0.11:10250",
+        "__meta_kubernetes_node_name": "e2e-labels",
+        "__meta_kubernetes_node_provider_id": "aws:///eu-west-1a/i-e2e-labels",
+        "__meta_kubernetes_node_label_topology_kubernetes_io_zone": "zone-a",
+        "__meta_kubernetes_node_labelpresent_topology_kubernetes_io_zone": "true",
+        "__meta_kubernetes_node_address_InternalIP": "127.0.0.11",
+        "__meta_kubernetes_node_address_Hostname": "e2e-labels",
+        "__meta_kubernetes_node_condition_ready": "true",
+        "__meta_kubernetes_node_condition_memorypressure": "false",
+        "__meta_sd_ip_family": "ipv4",
+        "instance": "e2e-labels",
+    }.items() <= discovered.items(), discovered
+    # After relabeling: the labelmap'd node labels, node/ip_family from __meta_*, no __meta_* left.
+    assert {
+        "job": "kubelet",
+        "instance": "e2e-labels",
+        "node": "e2e-labels",
+        "ip_family": "ipv4",
+        "topology_kubernetes_io_zone": "zone-a",
+        "kubernetes_io_hostname": "e2e-labels",
+        "kubernetes_io_os": "linux",
+    }.items() <= node["labels"].items(), node["labels"]
+    assert not [k for k in node["labels"] if k.startswith("__")], node["labels"]
+
+    # Not Ready from the start, or not matching the fluentd selector: never discovered.
+    assert "127.0.0.14:10250" not in kubelet_nodes(prom)
+    fluentd = {address(t): t for t in prom.active_targets("fluentd")}
+    port = stack.metrics.port
+    assert set(fluentd) == {f"127.0.0.1:{port}", f"[::1]:{port}"}
+    for addr, ip, family in ((f"127.0.0.1:{port}", "127.0.0.1", "ipv4"), (f"[::1]:{port}", "::1", "ipv6")):
+        t = fluentd[addr]
+        assert {
+            "__meta_kubernetes_namespace": "logging",
+            "__meta_kubernetes_pod_name": "fluentd-dual",
+            "__meta_kubernetes_pod_ip": ip,
+            "__meta_kubernetes_pod_node_name": "e2e-labels",
+            "__meta_kubernetes_pod_ready": "true",
+            "__meta_kubernetes_pod_phase": "Running",
+            "__meta_kubernetes_pod_controller_kind": "DaemonSet",
+            "__meta_kubernetes_pod_container_port_name": "monitor",
+            "__meta_kubernetes_pod_container_port_number": str(port),
+            "__meta_kubernetes_pod_label_app_kubernetes_io_name": "fluentd",
+            "__meta_sd_ip_family": family,
+        }.items() <= t["discoveredLabels"].items(), t["discoveredLabels"]
+        assert {
+            "job": "fluentd",
+            "instance": addr,
+            "namespace": "logging",
+            "pod": "fluentd-dual",
+            "node": "e2e-labels",
+            "ip_family": family,
+        }.items() <= t["labels"].items(), t["labels"]
+
+
+def test_node_turning_not_ready_leaves_prometheus_active_targets(stack):
+    api, prom = stack.api, stack.prom
+    node = api.get("Node", "e2e-flappy")
+    stack.wait(lambda: "127.0.0.12:10250" in kubelet_nodes(prom), "e2e-flappy is an active target")
+    api.modify(with_ready(node, "False"))
+    stack.wait(lambda: "127.0.0.12:10250" not in kubelet_nodes(prom), "NotReady e2e-flappy leaves the active targets")
+    assert kubelet_nodes(prom)["127.0.0.11:10250"] == ["e2e-labels"]  # the others stay
+
+
+def test_ip_reuse_shows_one_active_target_labelled_with_the_new_node(stack):
+    api, prom = stack.api, stack.prom
+    addr = "127.0.0.13:10250"
+    stack.wait(lambda: kubelet_nodes(prom).get(addr) == ["e2e-old"], "e2e-old is an active target")
+    seen: list[list[str]] = []
+
+    def only_new() -> bool:
+        nodes = kubelet_nodes(prom).get(addr, [])
+        seen.append(nodes)
+        return nodes == ["e2e-new"]
+
+    api.modify(with_ready(api.get("Node", "e2e-old"), "Unknown"))
+    api.add(make_node("e2e-new", ["127.0.0.13"], created=NEW))
+    stack.wait(only_new, "one target for the reused IP, labelled e2e-new")
+    assert all(len(nodes) <= 1 for nodes in seen), f"address doubled at some point: {seen}"
+    (target,) = [t for t in prom.active_targets("kubelet") if address(t) == addr]
+    assert target["labels"]["instance"] == "e2e-new"
+    assert target["discoveredLabels"]["__meta_kubernetes_node_name"] == "e2e-new"
+    assert target["discoveredLabels"]["__meta_kubernetes_node_condition_ready"] == "true"
+    instances = Counter(t["labels"]["instance"] for t in prom.active_targets("kubelet"))
+    assert "e2e-old" not in instances and instances["e2e-new"] == 1, instances
+
+
+def test_fluentd_ipv4_and_bracketed_ipv6_targets_are_scraped(stack):
+    prom, port = stack.prom, stack.metrics.port
+    v4, v6 = f"127.0.0.1:{port}", f"[::1]:{port}"
+
+    def both_up() -> bool:
+        targets = {address(t): t for t in prom.active_targets("fluentd")}
+        assert set(targets) == {v4, v6}, targets
+        assert targets[v6]["scrapeUrl"] == f"http://[::1]:{port}/metrics"
+        return all(t["health"] == "up" for t in targets.values())
+
+    stack.wait(both_up, "both fluentd targets healthy in /api/v1/targets")
+    stack.wait(
+        lambda: {r["metric"]["instance"]: r["value"][1] for r in prom.query('up{job="fluentd"}')} == {v4: "1", v6: "1"},
+        'up{job="fluentd"} == 1 for both instances',
+    )
+    # The samples prove which socket answered each target: [::1] really went over IPv6.
+    stack.wait(
+        lambda: {r["metric"]["instance"]: r["metric"]["listener"] for r in prom.query("e2e_fluentd_records_total")}
+        == {v4: "ipv4", v6: "ipv6"},
+        "each instance's samples come from its own family's listener",
+    )
+    assert {"127.0.0.1", "::1"} <= set(stack.metrics.peers)
+
+
+# -- the 503 case: its own stack, since it restarts the server ----------------------------
+
+
+def snapshot(prom: Prometheus) -> list[tuple[str, str]]:
+    """Active targets as (pool, discovered labels): what Prometheus currently believes."""
+    return sorted((t["scrapePool"], json.dumps(t["discoveredLabels"], sort_keys=True)) for t in prom.active_targets())
+
+
+def addresses(prom: Prometheus) -> set[tuple[str, str]]:
+    return {(t["scrapePool"], address(t)) for t in prom.active_targets()}
+
+
+def test_prometheus_keeps_targets_while_server_answers_503_then_converges(tmp_path):
+    binary = prometheus_binary()
+    config = tmp_path / "sd.yaml"
+    config.write_text(FAST)
+    first = [
+        make_node("n-a", ["127.0.0.41"]),
+        make_node("n-b", ["127.0.0.42"]),
+        make_pod("fluentd-x", ["127.0.0.43"]),
+    ]
+    with contextlib.ExitStack() as es:
+        api1 = es.enter_context(FakeKubeAPI())
+        api1.add_many(first)
+        srv1 = es.enter_context(Server("--kubeconfig", api1.write_kubeconfig(tmp_path / "kc1"), "--config", str(config)))
+        srv1.wait_healthy()
+        eventually(lambda: srv1.get("/readyz").status_code == 200, timeout=30, what="first server synced")
+        prom = es.enter_context(Prometheus(prometheus_config(srv1.base), tmp_path / "prometheus", binary))
+        prom.wait_ready()
+        expected = {("kubelet", "127.0.0.41:10250"), ("kubelet", "127.0.0.42:10250"), ("fluentd", "127.0.0.43:24231")}
+        prom.eventually(lambda: addresses(prom) == expected, "Prometheus discovers the first state", extra=srv1.log)
+        before = snapshot(prom)
+
+        # Same port, but its API server is not up yet: every /targets/* answers 503.
+        srv1.stop()
+        api2 = FakeKubeAPI(port=free_port())
+        srv2 = es.enter_context(
+            Server("--kubeconfig", api2.write_kubeconfig(tmp_path / "kc2"), "--config", str(config), port=srv1.port)
+        )
+        srv2.wait_healthy()
+        assert srv2.get("/targets/kubelet").status_code == 503
+        assert srv2.get("/targets/fluentd").status_code == 503
+        route_503 = {"route": "/targets/{name}", "code": "503"}
+        base_503 = counter(srv2.get("/metrics").text, "kube_http_sd_http_requests_total", **route_503)
+        base_failures = counter(httpx.get(prom.base + "/metrics", timeout=5).text, "prometheus_sd_http_failures_total")
+
+        # Prometheus' discovery manager forwards updates at most every 5 s: a `200 []` from a
+        # stand-in server empties its active targets ~5 s (5 refreshes) later. So watch through
+        # >= 16 refreshes of the 503s (2 sets, 1 s each: ~8 s) before calling them harmless.
+        seen: list[list[tuple[str, str]]] = []
+
+        def refused_long_enough() -> bool:
+            seen.append(snapshot(prom))
+            refused = counter(srv2.get("/metrics").text, "kube_http_sd_http_requests_total", **route_503) - base_503
+            return refused >= 16
+
+        prom.eventually(refused_long_enough, "Prometheus refreshes against the 503s", extra=srv2.log)
+        failures = counter(httpx.get(prom.base + "/metrics", timeout=5).text, "prometheus_sd_http_failures_total")
+        assert failures - base_failures >= 2, (base_failures, failures)
+        changed = [s for s in seen if s != before]
+        assert not changed, f"Prometheus changed its targets during the 503s: {changed[0]} != {before}\n{prom.log_tail()}"
+        assert snapshot(prom) == before
+        assert srv2.get("/readyz").status_code == 503  # still waiting: the window was all 503
+
+        # The API server comes up with a changed cluster: Prometheus converges to it.
+        api2.add_many([first[0], make_node("n-c", ["127.0.0.44"]), make_pod("fluentd-x", ["127.0.0.45"])])
+        es.callback(api2.stop)
+        api2.start()
+        after = {("kubelet", "127.0.0.41:10250"), ("kubelet", "127.0.0.44:10250"), ("fluentd", "127.0.0.45:24231")}
+        prom.eventually(lambda: addresses(prom) == after, "Prometheus converges to the new state", extra=srv2.log)
+        assert {t["labels"]["instance"] for t in prom.active_targets("kubelet")} == {"n-a", "n-c"}
