@@ -118,6 +118,7 @@ class Sampler:
 
     def __enter__(self) -> "Sampler":
         self._thread.start()
+        eventually(lambda: self.samples, what=f"a first sample of {self.url}")
         return self
 
     def __exit__(self, *exc: object) -> None:

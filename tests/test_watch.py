@@ -111,12 +111,16 @@ def test_fluentd_rollout_on_reused_ip_never_doubles_or_empties(api, server):
     old = make_pod("fluentd-old", ["10.244.1.5", "fd00::1:5"], node="node-1", created="2026-01-01T00:00:00Z")
     api.add(old)
     eventually(lambda: set(fluentd(server).values()) == {"fluentd-old"})
+    new_only = {"10.244.1.5:24231": "fluentd-new", "[fd00::1:5]:24231": "fluentd-new"}
     with Sampler(server.base + "/targets/fluentd") as sampler:
         api.add(make_pod("fluentd-new", ["10.244.1.5", "fd00::1:5"], node="node-1", created="2026-06-01T00:00:00Z"))
+        eventually(lambda: fluentd(server) == new_only)
         terminating = make_pod("fluentd-old", ["10.244.1.5", "fd00::1:5"], node="node-1", created="2026-01-01T00:00:00Z", deleting=True)
         api.modify(terminating)
+        eventually(lambda: 'kube_http_sd_excluded_objects{reason="terminating",set="fluentd"} 1.0' in server.get("/metrics").text)
         api.delete("Pod", "fluentd-old", "logging")
-        eventually(lambda: fluentd(server) == {"10.244.1.5:24231": "fluentd-new", "[fd00::1:5]:24231": "fluentd-new"})
+        eventually(lambda: 'kube_http_sd_objects{set="fluentd"} 1.0' in server.get("/metrics").text)
+        assert fluentd(server) == new_only
     assert sampler.samples
     for status, body in sampler.samples:
         assert status == 200
