@@ -12,6 +12,7 @@ import ipaddress
 import sys
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, Callable, Mapping
 
 # (reason, detail): reason is a short, stable metric label value; detail says
@@ -108,20 +109,26 @@ def normalize_ip(value: Any, where: str, report: Report = _ignore) -> str | None
     if not isinstance(value, str):
         report(INVALID_IP, f"{where}: not an IP: {value!r}")
         return None
+    ip, reason, why = _canonical(value)
+    if ip is None:
+        report(reason, f"{where}: {why}")
+    return ip
+
+
+@lru_cache(maxsize=65536)
+def _canonical(value: str) -> tuple[str | None, str, str]:
+    """(canonical IP, "", "") or (None, reason, why). Cached: a node's IPs repeat in every event."""
     try:
         ip = ipaddress.ip_address(value)
     except ValueError:
-        report(INVALID_IP, f"{where}: not an IP: {value!r}")
-        return None
+        return None, INVALID_IP, f"not an IP: {value!r}"
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     if ip.is_unspecified:
-        report(UNSPECIFIED_IP, f"{where}: unspecified address {value!r} is not a target")
-        return None
+        return None, UNSPECIFIED_IP, f"unspecified address {value!r} is not a target"
     if ip.is_link_local:
-        report(LINK_LOCAL_IP, f"{where}: link-local address {value!r} is unusable without a zone")
-        return None
-    return _intern(str(ip))
+        return None, LINK_LOCAL_IP, f"link-local address {value!r} is unusable without a zone"
+    return _intern(str(ip)), "", ""
 
 
 def parse_node(raw: Any, report: Report = _ignore) -> NodeRecord | None:
