@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import signal
@@ -173,6 +174,12 @@ def _serve(args: argparse.Namespace) -> int:
         sock = bind_socket(host, port)
     except OSError as exc:
         return _fail(f"--listen {args.listen}: cannot bind: {exc.strerror or exc}", 1)
+    # Everything built so far (modules, config) lives as long as the process: keep the
+    # cyclic collector from rescanning it, and collect young objects less often, since
+    # parsing list pages allocates millions of short-lived, acyclic dicts. This halves
+    # the time of an initial sync at 5,000 nodes (bench/).
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it for the previous
     # handler to decide; this one makes that a normal exit (status 0).
     signal.signal(signal.SIGTERM, lambda signum, frame: None)

@@ -37,6 +37,7 @@ from sd.targets import TargetSet
 log = logging.getLogger("sd.app")
 
 RETRY_AFTER_SECONDS = "5"
+RENDER_INTERVAL_SECONDS = 0.1
 TLS_CHECK_SECONDS = 5.0
 
 
@@ -60,10 +61,13 @@ class Renderer:
     async def run(self) -> None:
         while True:
             self.render_all()
+            rendered_at = time.monotonic()
             await self._wake.wait()
+            # A change after a quiet period renders at once; during a burst (a relist, a
+            # wave of Ready flips) at most every RENDER_INTERVAL_SECONDS, so a multi-MB
+            # body is not rebuilt for every watch read.
+            await asyncio.sleep(max(0.0, rendered_at + RENDER_INTERVAL_SECONDS - time.monotonic()))
             self._wake.clear()
-            # Let the rest of this burst (events already read) apply first.
-            await asyncio.sleep(0)
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:

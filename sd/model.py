@@ -131,8 +131,12 @@ def _canonical(value: str) -> tuple[str | None, str, str]:
     return _intern(str(ip)), "", ""
 
 
-def parse_node(raw: Any, report: Report = _ignore) -> NodeRecord | None:
-    """A Node dict as the API returns it → NodeRecord, or None when it has no name."""
+def parse_node(raw: Any, report: Report = _ignore, previous: NodeRecord | None = None) -> NodeRecord | None:
+    """A Node dict as the API returns it → NodeRecord, or None when it has no name.
+
+    ``previous`` (the stored record of the same node) lets unchanged labels and
+    conditions be reused instead of rebuilt: most events are heartbeats.
+    """
     meta = _dict(raw, "metadata") if isinstance(raw, dict) else None
     name = _str(meta, "name") if meta is not None else ""
     if not name:
@@ -140,7 +144,7 @@ def parse_node(raw: Any, report: Report = _ignore) -> NodeRecord | None:
         return None
     where = f"node/{name}"
     status = _dict(raw, "status", where, report) or {}
-    conditions = _conditions(status, where, report)
+    conditions = _conditions(status, where, report, previous.conditions if previous else None)
     addresses: list[tuple[str, str]] = []
     for i, item in enumerate(_list(status, "addresses", where, report, "status.addresses")):
         if not isinstance(item, dict) or not isinstance(item.get("type"), str):
@@ -170,14 +174,14 @@ def parse_node(raw: Any, report: Report = _ignore) -> NodeRecord | None:
         ready=dict(conditions).get("Ready", ""),
         conditions=conditions,
         addresses=tuple(addresses),
-        labels=_labels(meta, where, report),
+        labels=_labels(meta, where, report, previous.labels if previous else None),
         provider_id=_str(spec, "providerID"),
         ports=ports,
     )
 
 
-def parse_pod(raw: Any, report: Report = _ignore) -> PodRecord | None:
-    """A Pod dict as the API returns it → PodRecord, or None when it has no name."""
+def parse_pod(raw: Any, report: Report = _ignore, previous: PodRecord | None = None) -> PodRecord | None:
+    """A Pod dict as the API returns it → PodRecord, or None when it has no name (see parse_node)."""
     meta = _dict(raw, "metadata") if isinstance(raw, dict) else None
     name = _str(meta, "name") if meta is not None else ""
     namespace = _str(meta, "namespace") if meta is not None else ""
@@ -187,7 +191,7 @@ def parse_pod(raw: Any, report: Report = _ignore) -> PodRecord | None:
     where = f"pod/{namespace}/{name}"
     status = _dict(raw, "status", where, report) or {}
     spec = _dict(raw, "spec", where, report) or {}
-    conditions = _conditions(status, where, report)
+    conditions = _conditions(status, where, report, None)
     ips: list[str] = []
     pod_ips = _list(status, "podIPs", where, report, "status.podIPs")
     if pod_ips:
@@ -217,7 +221,7 @@ def parse_pod(raw: Any, report: Report = _ignore) -> PodRecord | None:
         node_name=_str(spec, "nodeName"),
         host_ip=host_ip if isinstance(host_ip, str) else "",
         pod_ips=tuple(ips),
-        labels=_labels(meta, where, report),
+        labels=_labels(meta, where, report, previous.labels if previous else None),
         controller_kind=_intern(owner_kind),
         controller_name=owner_name,
         ports=_container_ports(spec, where, report),
@@ -241,9 +245,18 @@ def _container_ports(spec: Mapping[str, Any], where: str, report: Report) -> tup
     return tuple(ports.items())
 
 
-def _conditions(status: Mapping[str, Any], where: str, report: Report) -> tuple[tuple[str, str], ...]:
+def _conditions(
+    status: Mapping[str, Any], where: str, report: Report, previous: tuple[tuple[str, str], ...] | None
+) -> tuple[tuple[str, str], ...]:
+    raw = _list(status, "conditions", where, report, "status.conditions")
+    if previous is not None and len(raw) == len(previous):
+        try:
+            if all(c["type"] == t and c["status"] == v for c, (t, v) in zip(raw, previous)):
+                return previous
+        except (KeyError, TypeError):
+            pass  # malformed: the full path below reports it
     out: list[tuple[str, str]] = []
-    for i, cond in enumerate(_list(status, "conditions", where, report, "status.conditions")):
+    for i, cond in enumerate(raw):
         if not isinstance(cond, dict) or not isinstance(cond.get("type"), str) or not isinstance(cond.get("status"), str):
             report(BAD_FIELD, f"{where}: status.conditions[{i}]: expected {{type, status}} strings, got {_preview(cond)}")
             continue
@@ -251,13 +264,19 @@ def _conditions(status: Mapping[str, Any], where: str, report: Report) -> tuple[
     return tuple(out)
 
 
-def _labels(meta: Mapping[str, Any], where: str, report: Report) -> tuple[tuple[str, str], ...]:
+def _labels(
+    meta: Mapping[str, Any], where: str, report: Report, previous: tuple[tuple[str, str], ...] | None
+) -> tuple[tuple[str, str], ...]:
     labels = meta.get("labels")
     if labels is None:
         return ()
     if not isinstance(labels, dict):
         report(BAD_FIELD, f"{where}: metadata.labels: expected a map, got {_preview(labels)}")
         return ()
+    if previous is not None and len(labels) == len(previous):
+        get = labels.get
+        if all(get(k) == v for k, v in previous):
+            return previous
     out = []
     for key, value in labels.items():
         if not isinstance(value, str):
@@ -273,11 +292,19 @@ def _timestamp(meta: Mapping[str, Any], field: str, where: str, report: Report) 
     value = meta.get(field)
     if value is None:
         return 0.0
-    try:
-        return datetime.fromisoformat(value).timestamp()
-    except (TypeError, ValueError):
+    seconds = _epoch(value) if isinstance(value, str) else None
+    if seconds is None:
         report(BAD_FIELD, f"{where}: metadata.{field}: not an RFC 3339 time: {_preview(value)}")
         return 0.0
+    return seconds
+
+
+@lru_cache(maxsize=16384)
+def _epoch(value: str) -> float | None:
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        return None
 
 
 def _port(value: Any, where: str, report: Report) -> int | None:

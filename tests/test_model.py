@@ -196,3 +196,35 @@ def test_records_share_label_strings_between_objects():
     za = next(v for k, v in a.labels if k == "topology.kubernetes.io/zone")
     zb = next(v for k, v in b.labels if k == "topology.kubernetes.io/zone")
     assert za is zb
+
+
+def test_unchanged_labels_and_conditions_reuse_the_previous_record_parts():
+    first = parse_node(make_node("n1", labels={"zone": "a"}))
+    again = parse_node(make_node("n1", labels={"zone": "a"}, heartbeat="2026-11-21T10:00:10Z"), previous=first)
+    assert again == first
+    assert again.labels is first.labels and again.conditions is first.conditions
+
+
+def test_changed_labels_or_conditions_are_not_taken_from_the_previous_record():
+    first = parse_node(make_node("n1", labels={"zone": "a"}))
+    relabelled = parse_node(make_node("n1", labels={"zone": "b"}), previous=first)
+    assert dict(relabelled.labels)["zone"] == "b"
+    not_ready = parse_node(make_node("n1", labels={"zone": "a"}, ready="False"), previous=first)
+    assert not_ready.ready == "False" and ("Ready", "False") in not_ready.conditions
+    fewer = make_node("n1", labels={"zone": "a"})
+    fewer["metadata"]["labels"] = {"zone": "a", "kubernetes.io/os": "linux", "extra": "x"}
+    assert len(parse_node(fewer, previous=first).labels) == 3
+
+
+def test_previous_record_does_not_hide_malformed_conditions():
+    first = parse_node(make_node("n1"))
+    raw = make_node("n1")
+    raw["status"]["conditions"][0] = "garbage"
+    reports = Reports()
+    parsed = parse_node(raw, reports, previous=first)
+    assert reports.reasons == [BAD_FIELD] and len(parsed.conditions) == len(first.conditions) - 1
+
+
+def test_pod_reuses_previous_labels():
+    first = parse_pod(make_pod("f1"))
+    assert parse_pod(make_pod("f1"), previous=first).labels is first.labels

@@ -129,6 +129,10 @@ class Informer:
                     reason = "retry"
                 else:
                     self._metrics.restarts.labels(self.name, "connection").inc()
+            except Exception as exc:  # a bug must not end the watch: log it, start over from a list
+                log.exception("internal error source=%r", self.name)
+                await self._fail("internal_error", repr(exc), None)
+                need_list, reason = True, "internal_error"
 
     async def _fail(self, reason: str, message: str, retry_after: float | None) -> None:
         self._handler.list_abandoned()

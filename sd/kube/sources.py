@@ -83,6 +83,7 @@ class Feed:
         # an object that parses cleanly again is dropped from it.
         self.skipped: LRUCache[str, tuple[str, str]] = LRUCache(maxsize=1000)
         self._reports = 0
+        self._event_counters = {t: metrics.events.labels(source.resource, t) for t in ("ADDED", "MODIFIED", "DELETED")}
         self._kind = "node" if source.resource == "nodes" else "pod"
         self.synced = False
         for ts in sets:
@@ -100,7 +101,15 @@ class Feed:
 
     def _record(self, obj: Any) -> Record | None:
         reports = self._reports
-        record = self._parse(obj, self.report)
+        key = object_key(self.source.resource, obj)
+        # Every set of this feed holds the same record per key: the first one's will do.
+        previous = self.sets[0].index.records.get(key) if key is not None and self.sets else None
+        try:
+            record = self._parse(obj, self.report, previous)
+        except Exception as exc:  # a parser bug skips one object, never the watch
+            log.exception("cannot parse object source=%r key=%r", self.name, key)
+            self.report("internal_error", f"{self._kind}/{key}: parser failed: {exc!r}")
+            return None
         if record is not None and self.skipped and self._reports == reports:
             self.skipped.pop(f"{self._kind}/{record.key}", None)
         return record
@@ -130,7 +139,7 @@ class Feed:
         self._pending = []
 
     def event(self, kind: str, obj: Any) -> None:
-        self.metrics.events.labels(self.source.resource, kind).inc()
+        self._event_counters[kind].inc()
         if kind == "DELETED":
             key = object_key(self.source.resource, obj)
             if key is None:
