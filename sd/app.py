@@ -60,13 +60,13 @@ class Renderer:
 
     async def run(self) -> None:
         while True:
+            started = time.monotonic()
             self.render_all()
-            rendered_at = time.monotonic()
             await self._wake.wait()
             # A change after a quiet period renders at once; during a burst (a relist, a
             # wave of Ready flips) at most every RENDER_INTERVAL_SECONDS, so a multi-MB
             # body is not rebuilt for every watch read.
-            await asyncio.sleep(max(0.0, rendered_at + RENDER_INTERVAL_SECONDS - time.monotonic()))
+            await asyncio.sleep(max(0.0, started + RENDER_INTERVAL_SECONDS - time.monotonic()))
             self._wake.clear()
 
 
@@ -93,9 +93,10 @@ def create_app(
         if ts is None:
             return _error(404, f"no target set {name!r}; sets: {', '.join(sorted(sets))}")
         if not ts.synced:
+            waiting = ", ".join(sorted(ts.pending_sources)) or "(listed, rendering)"
             return _error(
                 503,
-                f"target set {name!r} is waiting for its first full list from: {', '.join(sorted(ts.pending_sources))}",
+                f"target set {name!r} is waiting for its first full list from: {waiting}",
                 {"Retry-After": RETRY_AFTER_SECONDS},
             )
         body, etag = ts.body, ts.etag

@@ -9,6 +9,7 @@ its body only when something it publishes changed; the HTTP layer only reads
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -61,8 +62,9 @@ NO_ADDRESS = "no_address"
 
 _INVALID = re.compile(r"[^a-zA-Z0-9_]")
 
-# (object key, target, group JSON, blake2b-128 of the JSON as an int); sorts by key, target.
-_Fragment = tuple[str, str, bytes, int]
+# (object key, target, ip, group JSON, blake2b-128 of the JSON as an int); sorts by key,
+# target. The JSON is None until rendered, then a view into the body.
+_Fragment = tuple[str, str, str, "memoryview | None", int]
 
 
 @lru_cache(maxsize=16384)
@@ -178,7 +180,7 @@ class TargetSet:
             self._static[METRICS_PATH] = config.metrics_path
         if config.scheme:
             self._static[SCHEME] = config.scheme
-        self._fragments: dict[str, _Fragment] = {}  # ip → (key, target, group JSON, digest)
+        self._fragments: dict[str, _Fragment] = {}  # ip → fragment
         self._digest_sum = 0
         self.body = b"[]"
         self.etag = _etag(0)
@@ -189,7 +191,9 @@ class TargetSet:
 
     @property
     def synced(self) -> bool:
-        return not self.pending_sources
+        """Every source finished its first list and that state is rendered: serving
+        before the render would answer 200 [] and make Prometheus drop all targets."""
+        return not self.pending_sources and self.renders > 0
 
     # -- changes (called by sources) ------------------------------------------------
 
@@ -244,22 +248,34 @@ class TargetSet:
         for ip in changed:
             old = fragments.pop(ip, None)
             if old is not None:
-                self._digest_sum -= old[3]
+                self._digest_sum -= old[4]
             record = winners.get(ip)
             if record is not None:
-                fragment = fragments[ip] = self._group(record, ip)
-                self._digest_sum += fragment[3]
+                # The group's JSON is built by the next render, straight into the body.
+                fragments[ip] = (record.key, self._target(record, ip), ip, None, 0)
+        self._mark_dirty()
+
+    def _mark_dirty(self) -> None:
         if not self.dirty:
             self.dirty = True
             self.on_dirty()
 
-    def _group(self, record: Record, ip: str) -> _Fragment:
+    def source_synced(self, source: str) -> None:
+        """A source finished its first full list; the set is ready once rendered."""
+        self.pending_sources.discard(source)
+        if not self.pending_sources:
+            self._mark_dirty()  # render even an empty set, so it turns ready
+
+    def _target(self, record: Record, ip: str) -> str:
+        number = self._port(record)[1]
+        return f"[{ip}]:{number}" if ":" in ip else f"{ip}:{number}"
+
+    def _group(self, record: Record, ip: str, target: str) -> bytes:
         labels = self._object_labels(record)  # type: ignore[arg-type]
-        family = ip_family(ip)
-        labels[IP_FAMILY] = family
-        port, number = self._port(record)
+        labels[IP_FAMILY] = ip_family(ip)
         if isinstance(record, PodRecord):
             labels[POD_IP] = ip
+            port = self._port(record)[0]
             if port is not None:
                 labels[POD_CONTAINER_NAME] = port.container
                 labels[POD_CONTAINER_PORT_NAME] = self.config.port_name  # type: ignore[assignment]
@@ -269,24 +285,43 @@ class TargetSet:
         elif self._instance:
             labels[INSTANCE] = record.name
         labels.update(self._static)
-        target = f"[{ip}]:{number}" if family == "ipv6" else f"{ip}:{number}"
-        dumped = orjson.dumps({"targets": [target], "labels": labels}, option=orjson.OPT_SORT_KEYS)
-        # orjson's buffer keeps its over-allocation (~5x for a 3 KB group); an exact
-        # copy halves the memory of thousands of kept fragments.
-        group = bytes(memoryview(dumped))
-        digest = int.from_bytes(hashlib.blake2b(group, digest_size=16).digest(), "big")
-        return (record.key, target, group, digest)
+        return orjson.dumps({"targets": [target], "labels": labels}, option=orjson.OPT_SORT_KEYS)
 
     # -- output ---------------------------------------------------------------------
 
     def render(self) -> bool:
-        """Rebuild body and ETag if anything changed since the last render."""
+        """Rebuild body and ETag if anything changed since the last render.
+
+        New groups are serialized straight into the body and every group is then kept
+        only as a view into it, so the set holds its targets' JSON once (plus the
+        previous body while it is being replaced)."""
         if not self.dirty:
             return False
         self.dirty = False
-        parts = sorted(self._fragments.values())
-        self.body = b"[" + b",".join(p[2] for p in parts) + b"]"
-        # The body is the sorted set of fragments, so the (order-free) sum of their
+        winners, fragments = self.index.winners, self._fragments
+        parts = sorted(fragments.values())
+        buf = io.BytesIO()
+        buf.write(b"[")
+        spans = []
+        for key, target, ip, group, digest in parts:
+            if group is None:
+                group = self._group(winners[ip], ip, target)
+                digest = int.from_bytes(hashlib.blake2b(group, digest_size=16).digest(), "big")
+                self._digest_sum += digest
+            start = buf.tell()
+            buf.write(group)
+            buf.write(b",")
+            spans.append((key, target, ip, start, digest))
+        if parts:
+            buf.seek(-1, io.SEEK_CUR)
+        buf.write(b"]")
+        body = self.body = buf.getvalue()  # shares the buffer: no copy
+        del buf
+        view = memoryview(body)
+        for i, (key, target, ip, start, digest) in enumerate(spans):
+            end = spans[i + 1][3] - 1 if i + 1 < len(spans) else len(body) - 1
+            fragments[ip] = (key, target, ip, view[start:end], digest)
+        # The body is the sorted set of groups, so the (order-free) sum of their
         # digests identifies it: no hashing of megabytes per render.
         self.etag = _etag(self._digest_sum)
         self.renders += 1

@@ -186,3 +186,33 @@ def test_render_coalesces_many_changes_into_one_body():
     assert calls == [1]
     assert ts.render() and not ts.render()
     assert len(groups(ts)) == 49
+
+
+def test_set_is_not_synced_until_its_first_list_is_rendered():
+    ts = TargetSet(KUBELET)
+    ts.pending_sources.add("nodes")
+    ts.upsert(parse_node(make_node("n1")))
+    ts.source_synced("nodes")
+    assert not ts.synced  # serving now would answer 200 [] and drop every target in Prometheus
+    ts.render()
+    assert ts.synced and len(groups(ts)) == 1
+
+
+def test_an_empty_set_turns_synced_too():
+    ts = TargetSet(KUBELET)
+    ts.pending_sources.add("nodes")
+    ts.source_synced("nodes")
+    assert ts.dirty and ts.render() and ts.synced and ts.body == b"[]"
+
+
+def test_rendered_groups_are_views_into_one_body():
+    ts = TargetSet(KUBELET)
+    for i in range(1, 4):
+        ts.upsert(parse_node(make_node(f"n{i}", [f"10.0.0.{i}"])))
+    ts.render()
+    first = ts.body
+    ts.upsert(parse_node(make_node("n2", ["10.0.0.2"], labels={"x": "y"})))
+    ts.render()
+    assert [g["labels"].get("__meta_kubernetes_node_label_x") for g in groups(ts)] == [None, "y", None]
+    assert ts.body != first
+    assert all(f[3].obj is ts.body for f in ts._fragments.values())

@@ -38,6 +38,7 @@ log = logging.getLogger("sd.informer")
 HEALTHY_RESET_SECONDS = 60.0
 _EVENT_TYPES = frozenset({"ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"})
 CONNECT_TIMEOUT_SECONDS = 10.0
+CHUNK = 100  # list items handled between yields to the event loop
 
 
 class Handler(Protocol):
@@ -159,31 +160,46 @@ class Informer:
         raise Failure(f"http_{resp.status // 100}xx", message)
 
     async def _list(self) -> None:
-        token = ""
-        while True:
-            kwargs: dict[str, Any] = {"limit": self._settings.page_size}
-            if token:
-                kwargs["_continue"] = token
-            resp = await self._request(**kwargs)
-            try:
-                body = await resp.read()
-            finally:
-                resp.release()
-            try:
-                page = orjson.loads(body)
-                items = page.get("items") or []
-                meta = page.get("metadata") or {}
-                if not isinstance(items, list):
-                    raise TypeError("items is not a list")
-            except (orjson.JSONDecodeError, AttributeError, TypeError) as exc:
-                raise Failure("malformed_list", f"list response is not a Kubernetes list: {exc}") from None
-            del page, body
-            self._handler.list_page(items)
-            token = meta.get("continue") or ""
-            if not token:
-                self.resource_version = meta.get("resourceVersion") or ""
-                self._handler.list_done()
-                return
+        """Paginated list. The next page is requested before this one is processed, and
+        processing yields to the event loop every CHUNK items, so the API server
+        serializes page n+1 (and HTTP requests get answered) while page n becomes records."""
+        fetch = asyncio.ensure_future(self._page(""))
+        try:
+            while True:
+                items, meta = await fetch
+                token = meta.get("continue") or ""
+                if token:
+                    fetch = asyncio.ensure_future(self._page(token))
+                for start in range(0, len(items), CHUNK):
+                    self._handler.list_page(items[start : start + CHUNK])
+                    await asyncio.sleep(0)
+                del items
+                if not token:
+                    self.resource_version = meta.get("resourceVersion") or ""
+                    self._handler.list_done()
+                    return
+        finally:
+            if not fetch.done():
+                fetch.cancel()
+
+    async def _page(self, token: str) -> tuple[list[Any], dict[str, Any]]:
+        kwargs: dict[str, Any] = {"limit": self._settings.page_size}
+        if token:
+            kwargs["_continue"] = token
+        resp = await self._request(**kwargs)
+        try:
+            body = await resp.read()
+        finally:
+            resp.release()
+        try:
+            page = orjson.loads(body)
+            items = page.get("items") or []
+            meta = page.get("metadata") or {}
+            if not isinstance(items, list) or not isinstance(meta, dict):
+                raise TypeError("items is not a list")
+        except (orjson.JSONDecodeError, AttributeError, TypeError) as exc:
+            raise Failure("malformed_list", f"list response is not a Kubernetes list: {exc}") from None
+        return items, meta
 
     async def _watch(self) -> str:
         """One watch stream; returns why it ended (or raises)."""

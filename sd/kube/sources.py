@@ -131,7 +131,7 @@ class Feed:
         if not self.synced:
             self.synced = True
             for ts in self.sets:
-                ts.pending_sources.discard(self.name)
+                ts.source_synced(self.name)
             log.info("source synced source=%r objects=%d", self.name, len(records))
 
     def list_abandoned(self) -> None:
