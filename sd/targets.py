@@ -62,9 +62,10 @@ NO_ADDRESS = "no_address"
 
 _INVALID = re.compile(r"[^a-zA-Z0-9_]")
 
-# (object key, target, ip, group JSON, blake2b-128 of the JSON as an int); sorts by key,
-# target. The JSON is None until rendered, then a view into the body.
-_Fragment = tuple[str, str, str, "memoryview | None", int]
+# (object key, target, ip, start, end, blake2b-128 of the group JSON as an int); sorts by
+# key, target. The JSON lives only in the body, at body[start:end]; start is -1 until
+# the group has been rendered.
+_Fragment = tuple[str, str, str, int, int, int]
 
 
 @lru_cache(maxsize=16384)
@@ -248,11 +249,11 @@ class TargetSet:
         for ip in changed:
             old = fragments.pop(ip, None)
             if old is not None:
-                self._digest_sum -= old[4]
+                self._digest_sum -= old[5]
             record = winners.get(ip)
             if record is not None:
                 # The group's JSON is built by the next render, straight into the body.
-                fragments[ip] = (record.key, self._target(record, ip), ip, None, 0)
+                fragments[ip] = (record.key, self._target(record, ip), ip, -1, -1, 0)
         self._mark_dirty()
 
     def _mark_dirty(self) -> None:
@@ -292,35 +293,34 @@ class TargetSet:
     def render(self) -> bool:
         """Rebuild body and ETag if anything changed since the last render.
 
-        New groups are serialized straight into the body and every group is then kept
-        only as a view into it, so the set holds its targets' JSON once (plus the
-        previous body while it is being replaced)."""
+        New groups are serialized straight into the new body, unchanged ones copied
+        from the old body; the set then remembers only each group's span, so it holds
+        its targets' JSON once (plus the previous body while it is being replaced)."""
         if not self.dirty:
             return False
         self.dirty = False
         winners, fragments = self.index.winners, self._fragments
-        parts = sorted(fragments.values())
+        old = memoryview(self.body)
         buf = io.BytesIO()
         buf.write(b"[")
-        spans = []
-        for key, target, ip, group, digest in parts:
-            if group is None:
+        for key, target, ip, start, end, digest in sorted(fragments.values()):
+            if start < 0:
                 group = self._group(winners[ip], ip, target)
                 digest = int.from_bytes(hashlib.blake2b(group, digest_size=16).digest(), "big")
                 self._digest_sum += digest
-            start = buf.tell()
-            buf.write(group)
+                start = buf.tell()
+                buf.write(group)
+            else:
+                group_view = old[start:end]
+                start = buf.tell()
+                buf.write(group_view)
+            fragments[ip] = (key, target, ip, start, buf.tell(), digest)
             buf.write(b",")
-            spans.append((key, target, ip, start, digest))
-        if parts:
+        if fragments:
             buf.seek(-1, io.SEEK_CUR)
         buf.write(b"]")
-        body = self.body = buf.getvalue()  # shares the buffer: no copy
-        del buf
-        view = memoryview(body)
-        for i, (key, target, ip, start, digest) in enumerate(spans):
-            end = spans[i + 1][3] - 1 if i + 1 < len(spans) else len(body) - 1
-            fragments[ip] = (key, target, ip, view[start:end], digest)
+        del old
+        self.body = buf.getvalue()  # shares the buffer: no copy
         # The body is the sorted set of groups, so the (order-free) sum of their
         # digests identifies it: no hashing of megabytes per render.
         self.etag = _etag(self._digest_sum)

@@ -162,11 +162,12 @@ class Informer:
     async def _list(self) -> None:
         """Paginated list. The next page is requested before this one is processed, and
         processing yields to the event loop every CHUNK items, so the API server
-        serializes page n+1 (and HTTP requests get answered) while page n becomes records."""
+        serializes page n+1 (and HTTP requests get answered) while page n becomes
+        records. Only one page is parsed at a time: the next waits as raw bytes."""
         fetch = asyncio.ensure_future(self._page(""))
         try:
             while True:
-                items, meta = await fetch
+                items, meta = _parse_page(await fetch)
                 token = meta.get("continue") or ""
                 if token:
                     fetch = asyncio.ensure_future(self._page(token))
@@ -182,24 +183,15 @@ class Informer:
             if not fetch.done():
                 fetch.cancel()
 
-    async def _page(self, token: str) -> tuple[list[Any], dict[str, Any]]:
+    async def _page(self, token: str) -> bytes:
         kwargs: dict[str, Any] = {"limit": self._settings.page_size}
         if token:
             kwargs["_continue"] = token
         resp = await self._request(**kwargs)
         try:
-            body = await resp.read()
+            return await resp.read()
         finally:
             resp.release()
-        try:
-            page = orjson.loads(body)
-            items = page.get("items") or []
-            meta = page.get("metadata") or {}
-            if not isinstance(items, list) or not isinstance(meta, dict):
-                raise TypeError("items is not a list")
-        except (orjson.JSONDecodeError, AttributeError, TypeError) as exc:
-            raise Failure("malformed_list", f"list response is not a Kubernetes list: {exc}") from None
-        return items, meta
 
     async def _watch(self) -> str:
         """One watch stream; returns why it ended (or raises)."""
@@ -250,6 +242,18 @@ class Informer:
             self._handler.event(kind, obj)
         self.resource_version = version
         return True
+
+
+def _parse_page(body: bytes) -> tuple[list[Any], dict[str, Any]]:
+    try:
+        page = orjson.loads(body)
+        items = page.get("items") or []
+        meta = page.get("metadata") or {}
+        if not isinstance(items, list) or not isinstance(meta, dict):
+            raise TypeError("items is not a list")
+    except (orjson.JSONDecodeError, AttributeError, TypeError) as exc:
+        raise Failure("malformed_list", f"list response is not a Kubernetes list: {exc}") from None
+    return items, meta
 
 
 def _status_message(body: bytes) -> str:
