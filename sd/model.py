@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
+from operator import eq, itemgetter
 from typing import Any, Callable, Mapping
 
 # (reason, detail): reason is a short, stable metric label value; detail says
@@ -27,6 +28,7 @@ BAD_FIELD = "bad_field"
 BAD_OBJECT = "bad_object"
 
 _intern = sys.intern
+_first, _second = itemgetter(0), itemgetter(1)
 
 
 def _ignore(reason: str, detail: str) -> None:
@@ -273,10 +275,14 @@ def _labels(
     if not isinstance(labels, dict):
         report(BAD_FIELD, f"{where}: metadata.labels: expected a map, got {_preview(labels)}")
         return ()
-    if previous is not None and len(labels) == len(previous):
-        get = labels.get
-        if all(get(k) == v for k, v in previous):
-            return previous
+    # Same keys, same values: reuse. Written with map() so the loop runs in C; this
+    # check runs for every watch event (bench/: ~5 -> ~1 us per heartbeat).
+    if (
+        previous is not None
+        and len(labels) == len(previous)
+        and all(map(eq, map(labels.get, map(_first, previous)), map(_second, previous)))
+    ):
+        return previous
     out = []
     for key, value in labels.items():
         if not isinstance(value, str):

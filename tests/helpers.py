@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -16,6 +17,19 @@ from typing import Any, Callable, TypeVar
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# A config for tests against the API double: small pages (pagination is exercised),
+# short watch timeouts and fast retries.
+FAST = textwrap.dedent(
+    """
+    kubernetes:
+      page_size: 3
+      watch_timeout_seconds: [5, 10]
+      read_timeout_seconds: 5
+      backoff_initial_seconds: 0.05
+      backoff_max_seconds: 0.5
+    """
+)
 T = TypeVar("T")
 
 

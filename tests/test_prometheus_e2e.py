@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import textwrap
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -25,23 +24,13 @@ from typing import Any
 import httpx
 import pytest
 from factories import make_node, make_pod, with_ready
-from helpers import Server, eventually, free_port
+from helpers import FAST, Server, eventually, free_port
 from kubeapi import FakeKubeAPI
 from prometheus_client.parser import text_string_to_metric_families
 from promtest import DualStackMetrics, Prometheus, prometheus_binary
 
 pytestmark = pytest.mark.e2e
 
-FAST = textwrap.dedent(
-    """
-    kubernetes:
-      page_size: 3
-      watch_timeout_seconds: [5, 10]
-      read_timeout_seconds: 5
-      backoff_initial_seconds: 0.05
-      backoff_max_seconds: 0.5
-    """
-)
 OLD, NEW = "2026-01-01T00:00:00Z", "2026-06-01T00:00:00Z"
 
 

@@ -6,24 +6,13 @@ play out, so "never empty / never twice / never 503" is checked, not hoped.
 
 from __future__ import annotations
 
-import textwrap
 from collections import Counter
 
 import pytest
 from factories import make_node, make_pod, with_ready
-from helpers import Sampler, Server, eventually, free_port
+from helpers import FAST, Sampler, Server, eventually, free_port
 from kubeapi import FakeKubeAPI
 
-FAST = textwrap.dedent(
-    """
-    kubernetes:
-      page_size: 3
-      watch_timeout_seconds: [5, 10]
-      read_timeout_seconds: 5
-      backoff_initial_seconds: 0.05
-      backoff_max_seconds: 0.5
-    """
-)
 
 
 @pytest.fixture
