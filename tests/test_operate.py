@@ -246,7 +246,7 @@ def test_reachable_mode_publishes_only_the_family_that_answers(tmp_path, listen_
         config.write_text(
             "probe: {interval_seconds: 1, timeout_seconds: 1}\n"
             "targets:\n  fluentd:\n    source: pods\n    label_selector: app.kubernetes.io/name=fluentd\n"
-            f"    port_name: monitor\n    port: 24231\n    ip_family: reachable\n"
+            "    port_name: monitor\n    port: 24231\n    ip_family: reachable\n"
         )
         with Server("--snapshot", str(snapshot), "--config", str(config)) as srv:
             srv.wait_healthy()

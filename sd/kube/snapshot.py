@@ -9,7 +9,6 @@ selectors), then is marked synced.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import orjson
 import yaml
