@@ -230,7 +230,8 @@ async def _run(
         await asyncio.gather(*(task() for task in tasks))
 
     try:
-        await serve(create_app(sets, metrics, background, feeds=feeds, server=config.server), sock, config.server)
+        app = create_app(sets, metrics, background if tasks else None, feeds=feeds, server=config.server)
+        await serve(app, sock, config.server)
     finally:
         if prober is not None:
             await prober.aclose()

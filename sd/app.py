@@ -70,6 +70,11 @@ class Renderer:
             self._wake.clear()
 
 
+def _report_stop(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background task stopped task=%s", task.get_name(), exc_info=task.exception())
+
+
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
 
@@ -105,7 +110,14 @@ def create_app(
             return Response(status_code=304, headers=headers)
         return Response(body, media_type="application/json", headers=headers)
 
+    tasks: list[asyncio.Task[None]] = []
+
     async def healthz(request: Request) -> Response:
+        # Renderer and sources run forever; if one ended, the process no longer tracks
+        # the cluster and a restart (liveness failure) is the fix.
+        stopped = [t.get_name() for t in tasks if t.done()]
+        if stopped:
+            return PlainTextResponse(f"background task stopped: {', '.join(stopped)}\n", status_code=500)
         return PlainTextResponse("ok\n")
 
     async def readyz(request: Request) -> Response:
@@ -164,9 +176,11 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        tasks = [asyncio.create_task(renderer.run(), name="renderer")]
+        tasks.append(asyncio.create_task(renderer.run(), name="renderer"))
         if background is not None:
             tasks.append(asyncio.create_task(background(), name="sources"))
+        for task in tasks:
+            task.add_done_callback(_report_stop)
         try:
             yield
         finally:

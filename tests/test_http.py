@@ -6,7 +6,7 @@ import socket
 
 import httpx
 import pytest
-from helpers import ROOT, Server
+from helpers import ROOT, Server, eventually
 
 SNAPSHOT = str(ROOT / "examples" / "cluster.json")
 
@@ -121,3 +121,20 @@ def test_ipv6_only_listen_address():
         srv.wait_healthy()
         assert srv.get("/targets/kubelet").status_code == 200
         assert f"listening address=[::1]:{srv.port}" in srv.log()
+
+
+def test_healthz_fails_when_the_sources_task_ends():
+    from starlette.testclient import TestClient
+
+    from sd.app import create_app
+    from sd.config import default_config
+    from sd.metrics import Metrics
+    from sd.targets import TargetSet
+
+    async def crashes() -> None:
+        raise RuntimeError("informer bug")
+
+    sets = {name: TargetSet(sc) for name, sc in default_config().targets.items()}
+    with TestClient(create_app(sets, Metrics(), crashes)) as client:
+        resp = eventually(lambda: (r := client.get("/healthz")).status_code == 500 and r)
+        assert resp.text == "background task stopped: sources\n"
