@@ -1,0 +1,83 @@
+"""Cluster configuration: in-cluster over IPv6 with TLS and a token file, kubeconfig lookup."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import trustme
+from factories import make_node
+from kubeapi import FakeKubeAPI
+
+from sd.config import KubeSettings, default_config
+from sd.kube.client import ClusterConfig, NoClusterConfig, api_client, find_cluster, list_call
+from sd.kube.informer import Informer
+from sd.kube.sources import plan
+from sd.metrics import Metrics
+from sd.targets import TargetSet
+
+FAST = KubeSettings(page_size=10, watch_timeout_seconds=(5, 10), read_timeout_seconds=5,
+                    backoff_initial_seconds=0.05, backoff_max_seconds=0.2)
+
+
+async def until(check, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():
+        assert loop.time() < deadline, "condition not met before the deadline"
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def tls_api(tmp_path):
+    ca = trustme.CA()
+    cert = ca.issue_cert("::1", "localhost")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.crt"))
+    (tmp_path / "token").write_text("token-1")
+    pem = str(tmp_path / "server.pem")
+    with FakeKubeAPI(host="::1", tls=(pem, pem), tokens={"token-1"}) as api:
+        yield api, tmp_path
+
+
+async def test_in_cluster_config_over_ipv6_tls_with_a_token_file(tls_api, monkeypatch):
+    api, tmp = tls_api
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "::1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(api.port))
+    cluster = find_cluster(None)
+    assert cluster.kind == "in-cluster"
+    cluster = ClusterConfig("in-cluster", token_file=str(tmp / "token"), ca_file=str(tmp / "ca.crt"))
+    api.add(make_node("n1", ["10.0.0.1"]))
+    config = default_config()
+    metrics = Metrics()
+    sets = {name: TargetSet(sc) for name, sc in config.targets.items()}
+    feed = next(f for f in plan(config, sets, metrics) if f.source.resource == "nodes")
+    client = await api_client(cluster)
+    assert client.configuration.host == f"https://[::1]:{api.port}"
+    informer = Informer(feed.name, list_call(client, feed.source), feed, FAST, metrics)
+    task = asyncio.create_task(informer.run())
+    try:
+        await until(lambda: feed.synced and "10.0.0.1" in sets["kubelet"].index.winners)
+        # The API server stops accepting the token (it was rotated): 401s are retried, not fatal...
+        api.tokens = {"token-2"}
+        api.drop_streams()
+        restarts = {"source": feed.name, "reason": "unauthorized"}
+        await until(lambda: (metrics.registry.get_sample_value("kube_http_sd_watch_restarts_total", restarts) or 0) >= 1)
+        assert not task.done()
+        # ...and once the token is valid again the watch resumes and sees new changes.
+        api.tokens = {"token-1", "token-2"}
+        api.add(make_node("n2", ["10.0.0.2"]))
+        await until(lambda: "10.0.0.2" in sets["kubelet"].index.winners)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await client.close()
+
+
+def test_kubeconfig_comes_from_the_environment_then_home(tmp_path):
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
+    assert find_cluster(None, {"KUBECONFIG": str(kubeconfig)}).path == str(kubeconfig)
+    with pytest.raises(NoClusterConfig, match="--snapshot examples/cluster.json"):
+        find_cluster(None, {"KUBECONFIG": str(tmp_path / "missing")})
+    assert find_cluster(str(kubeconfig), {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}).kind == "kubeconfig"
