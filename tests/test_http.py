@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 import httpx
 import pytest
-from helpers import ROOT, Server, eventually
+from helpers import ROOT, Server
 
 SNAPSHOT = str(ROOT / "examples" / "cluster.json")
 
@@ -123,9 +124,7 @@ def test_ipv6_only_listen_address():
         assert f"listening address=[::1]:{srv.port}" in srv.log()
 
 
-def test_healthz_fails_when_the_sources_task_ends():
-    from starlette.testclient import TestClient
-
+async def test_healthz_fails_when_the_sources_task_ends():
     from sd.app import create_app
     from sd.config import default_config
     from sd.metrics import Metrics
@@ -135,6 +134,12 @@ def test_healthz_fails_when_the_sources_task_ends():
         raise RuntimeError("informer bug")
 
     sets = {name: TargetSet(sc) for name, sc in default_config().targets.items()}
-    with TestClient(create_app(sets, Metrics(), crashes)) as client:
-        resp = eventually(lambda: (r := client.get("/healthz")).status_code == 500 and r)
-        assert resp.text == "background task stopped: sources\n"
+    app = create_app(sets, Metrics(), crashes)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sd") as client:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            while (resp := await client.get("/healthz")).status_code != 500:
+                assert loop.time() < deadline, resp.text
+                await asyncio.sleep(0.01)
+    assert resp.text == "background task stopped: sources\n"
