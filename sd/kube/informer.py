@@ -118,18 +118,16 @@ class Informer:
                 else:
                     log.info("relisting source=%r reason=expired detail=%r", self.name, str(exc))
                 need_list, reason = True, "expired"
-            except Failure as exc:
-                await self._fail(exc.reason, str(exc), exc.retry_after)
+            except (Failure, aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+                if isinstance(exc, Failure):
+                    why, message, retry_after = exc.reason, str(exc), exc.retry_after
+                else:
+                    why, message, retry_after = "connection", f"{type(exc).__name__}: {exc}", None
+                await self._fail(why, message, retry_after)
                 if need_list:
                     reason = "retry"
                 else:
-                    self._metrics.restarts.labels(self.name, exc.reason).inc()
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
-                await self._fail("connection", f"{type(exc).__name__}: {exc}", None)
-                if need_list:
-                    reason = "retry"
-                else:
-                    self._metrics.restarts.labels(self.name, "connection").inc()
+                    self._metrics.restarts.labels(self.name, why).inc()
             except Exception as exc:  # a bug must not end the watch: log it, start over from a list
                 log.exception("internal error source=%r", self.name)
                 await self._fail("internal_error", repr(exc), None)
