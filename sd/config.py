@@ -165,10 +165,8 @@ class _Validator:
 
     def probe(self, raw: Any, path: str) -> ProbeSettings:
         d = ProbeSettings()
-        if not isinstance(raw, dict):
-            self.bad(path, f"must be a mapping, got {_show(raw)}")
+        if not self.section(raw, path, ProbeSettings.__slots__):
             return d
-        self.unknown(raw, path, ProbeSettings.__slots__)
         return ProbeSettings(
             interval_seconds=self.number(raw, path, "interval_seconds", d.interval_seconds, 1, 86400),
             timeout_seconds=self.number(raw, path, "timeout_seconds", d.timeout_seconds, 0.05, 60),
@@ -176,14 +174,9 @@ class _Validator:
         )
 
     def server(self, raw: Any, path: str) -> ServerSettings:
-        if not isinstance(raw, dict):
-            self.bad(path, f"must be a mapping, got {_show(raw)}")
+        if not self.section(raw, path, ServerSettings.__slots__):
             return ServerSettings()
-        self.unknown(raw, path, ServerSettings.__slots__)
-        debug = raw.get("debug", True)
-        if not isinstance(debug, bool):
-            self.bad(f"{path}.debug", f"must be true or false, got {_show(debug)}")
-            debug = True
+        debug = self.flag(raw, path, "debug", True)
         files = {}
         for key in ("tls_cert_file", "tls_key_file", "bearer_token_file", "basic_auth_password_file"):
             value = raw.get(key) or ""
@@ -205,10 +198,8 @@ class _Validator:
 
     def kube(self, raw: Any, path: str) -> KubeSettings:
         d = KubeSettings()
-        if not isinstance(raw, dict):
-            self.bad(path, f"must be a mapping, got {_show(raw)}")
+        if not self.section(raw, path, KubeSettings.__slots__):
             return d
-        self.unknown(raw, path, KubeSettings.__slots__)
         timeouts = raw.get("watch_timeout_seconds", list(d.watch_timeout_seconds))
         if (
             not isinstance(timeouts, list)
@@ -268,10 +259,7 @@ class _Validator:
         elif not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
             self.bad(f"{path}.port", f"must be 1-65535, got {_show(port)}")
             port = 80
-        require_ready = raw.get("require_ready", True)
-        if not isinstance(require_ready, bool):
-            self.bad(f"{path}.require_ready", f"must be true or false, got {_show(require_ready)}")
-            require_ready = True
+        require_ready = self.flag(raw, path, "require_ready", True)
         labels = raw.get("labels") or {}
         pairs = []
         if not isinstance(labels, dict):
@@ -307,6 +295,21 @@ class _Validator:
             metrics_path=metrics_path,
             scheme=scheme,
         )
+
+    def section(self, raw: Any, path: str, known: Any) -> bool:
+        """A mapping of known settings? Reports what is not."""
+        if not isinstance(raw, dict):
+            self.bad(path, f"must be a mapping, got {_show(raw)}")
+            return False
+        self.unknown(raw, path, known)
+        return True
+
+    def flag(self, raw: dict, path: str, key: str, default: bool) -> bool:
+        value = raw.get(key, default)
+        if not isinstance(value, bool):
+            self.bad(f"{path}.{key}", f"must be true or false, got {_show(value)}")
+            return default
+        return value
 
     def unknown(self, raw: dict, path: str, known: Any) -> None:
         for key in raw:
