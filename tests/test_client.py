@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 import trustme
-from factories import make_node
-from kubeapi import FakeKubeAPI
+from sdtest.factories import make_node
+from sdtest.kubeapi import FakeKubeAPI
 
 from sd.config import KubeSettings, default_config
 from sd.kube.client import ClusterConfig, NoClusterConfig, api_client, find_cluster, list_call

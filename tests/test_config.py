@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 import yaml
-from helpers import ROOT
+from sdtest.helpers import ROOT
 
 from sd.config import ConfigError, default_config, load_config, parse_config
 from sd.kube.selectors import SelectorError, matcher, parse_label_selector

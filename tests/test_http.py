@@ -7,7 +7,7 @@ import socket
 
 import httpx
 import pytest
-from helpers import ROOT, Server
+from sdtest.helpers import ROOT, Server
 
 SNAPSHOT = str(ROOT / "examples" / "cluster.json")
 

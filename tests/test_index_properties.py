@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import orjson
-from factories import make_node, make_pod
+from sdtest.factories import make_node, make_pod
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -1,4 +1,4 @@
-"""Tests of the fake Kubernetes API (tests/kubeapi.py) through the real kubernetes-asyncio
+"""Tests of the fake Kubernetes API (sdtest/kubeapi.py) through the real kubernetes-asyncio
 client, called the way production code calls it (`_preload_content=False`, raw dicts)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from kubernetes_asyncio import config as kube_config
 from kubernetes_asyncio.client import ApiClient, Configuration, CoreV1Api
 
-from kubeapi import FakeKubeAPI
+from sdtest.kubeapi import FakeKubeAPI
 
 Raw = aiohttp.ClientResponse
 

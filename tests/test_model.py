@@ -3,7 +3,7 @@ from __future__ import annotations
 import copy
 
 import pytest
-from factories import make_node, make_pod
+from sdtest.factories import make_node, make_pod
 
 from sd.model import (
     BAD_FIELD,

@@ -14,8 +14,8 @@ import threading
 import httpx
 import pytest
 import trustme
-from factories import make_node, make_pod
-from helpers import ROOT, Server, eventually, free_port
+from sdtest.factories import make_node, make_pod
+from sdtest.helpers import ROOT, Server, eventually, free_port
 
 SNAPSHOT = str(ROOT / "examples" / "cluster.json")
 

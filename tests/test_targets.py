@@ -4,7 +4,7 @@ import dataclasses
 
 import orjson
 import pytest
-from factories import make_node, make_pod
+from sdtest.factories import make_node, make_pod
 
 from sd.config import default_config
 from sd.model import parse_node, parse_pod

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from factories import make_node, make_pod, with_ready
-from helpers import FAST, Sampler, Server, eventually, free_port
-from kubeapi import FakeKubeAPI
+from sdtest.factories import make_node, make_pod, with_ready
+from sdtest.helpers import FAST, Sampler, Server, eventually, free_port
+from sdtest.kubeapi import FakeKubeAPI
 
 
 

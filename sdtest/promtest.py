@@ -20,7 +20,7 @@ from typing import Any, Callable, TypeVar
 import httpx
 import pytest
 import yaml
-from helpers import eventually, free_port
+from sdtest.helpers import eventually, free_port
 
 T = TypeVar("T")
 DEBIAN_PROMETHEUS = "/usr/bin/prometheus"
