@@ -1,4 +1,4 @@
-"""The loopback API double (``tests/kubeapi.py``) with a faster producer for benchmarks.
+"""The loopback API double (``sdtest/kubeapi.py``) with a faster producer for benchmarks.
 
 ``FakeKubeAPI.modify_many`` serializes every object under the lock (``orjson.dumps`` of a
 ~7 KB Node, label/field extraction, dict copies): ~25-60 µs per event in this process, and
@@ -19,17 +19,11 @@ to plain ``modify_many`` (slower; the runner prints the double's push rate eithe
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT / "tests") not in sys.path:
-    sys.path.insert(0, str(ROOT / "tests"))
-
-import kubeapi  # noqa: E402  (tests/kubeapi.py)
-from kubeapi import FakeKubeAPI  # noqa: E402
+from sdtest import kubeapi
+from sdtest.kubeapi import FakeKubeAPI
 
 _PLACEHOLDER_RV = 918273645546372819
 _PLACEHOLDER = b'"%d"' % _PLACEHOLDER_RV

@@ -1,6 +1,6 @@
 """Benchmark workload: realistic Nodes and Fluentd Pods, and pre-built watch updates.
 
-Reuses ``tests/factories.py`` (``make_node``/``make_pod``) and adds what a production cluster
+Reuses ``sdtest/factories.py`` (``make_node``/``make_pod``) and adds what a production cluster
 carries: ~15 node labels (zone, region, instance type, hostname, node pool, ...), 25 container
 images per node (the bulk of a Node's bytes, as in real clusters), InternalIP ``10.x.y.z`` plus
 ``Hostname``, the kubelet port in ``status.daemonEndpoints``; DaemonSet-owned Fluentd pods with
@@ -12,15 +12,9 @@ Everything here is deterministic (same sizes, same bytes on every run).
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any, Iterator
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT / "tests") not in sys.path:
-    sys.path.insert(0, str(ROOT / "tests"))
-
-from factories import make_node, make_pod  # noqa: E402  (tests/factories.py)
+from sdtest.factories import make_node, make_pod
 
 ZONES = ("eu-west-1a", "eu-west-1b", "eu-west-1c")
 INSTANCE_TYPES = ("m6i.2xlarge", "m6i.4xlarge", "c6i.4xlarge", "r6i.2xlarge")
