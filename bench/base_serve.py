@@ -3,8 +3,10 @@
 A minimal Starlette app (one route, no middleware) answering ``GET /targets/kubelet`` with
 the body read from ``--body`` (the runner passes the server's own /targets/kubelet body,
 so sizes are equal) and the same headers (Content-Type, ETag, Cache-Control). uvicorn is
-configured like ``sd.app.serve``: ``log_config=None``, ``access_log=False``, lifespan on,
-on a socket bound by ``sd.app.bind_socket``.
+configured like the server's: ``log_config=None``, ``access_log=False``, lifespan on, on a
+socket bound by ``sd.http.server.bind_socket``.
+
+Started by the runner as ``python -m bench.base_serve`` from the repository root.
 """
 
 import argparse
@@ -16,7 +18,7 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from sd.app import bind_socket, parse_listen
+from sd.http.server import bind_socket, parse_listen
 
 
 def make_app(body: bytes) -> Starlette:
