@@ -1,6 +1,6 @@
-"""Summarize py-spy raw (folded) profiles written by ``run.py --profile DIR``.
+"""Summarize py-spy raw (folded) profiles written by ``python -m bench --profile DIR``.
 
-    /tmp/venv/bin/python bench/profile_summary.py DIR/*.txt [--top 25] [--filter sd/]
+    .venv/bin/python -m bench.profile_summary DIR/*.txt [--top 25] [--filter sd/]
 
 For each file: the functions with the most samples on top of the stack (self) and anywhere in
 the stack (total), as a share of all samples (idle time in the event loop's select included,
@@ -11,7 +11,9 @@ import argparse
 import collections
 import re
 import sys
+from pathlib import Path
 
+ROOT = f"{Path(__file__).resolve().parent.parent}/"  # this checkout: paths shown relative to it
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^():]+)(?::(?P<line>\d+))?\)$")
 
 
@@ -20,7 +22,7 @@ def short(frame: str, keep_line: bool) -> str:
     if not m:
         return frame
     path = m["file"]
-    for marker in ("site-packages/", "lib/python3.11/", "/work/main/"):
+    for marker in ("site-packages/", "lib/python3.11/", ROOT):
         if marker in path:
             path = path.split(marker, 1)[1]
     return f"{m['func']} ({path}{':' + m['line'] if keep_line and m['line'] else ''})"
