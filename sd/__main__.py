@@ -27,15 +27,19 @@ from typing import Awaitable, Callable, Sequence  # noqa: E402
 from kubernetes_asyncio.config import ConfigException  # noqa: E402
 
 from sd._table import table  # noqa: E402
-from sd.app import bind_socket, create_app, parse_listen, serve  # noqa: E402
-from sd.config import Config, ConfigError, load_config  # noqa: E402
+from sd.config import Config, ConfigError, IPFamilyPolicy, load_config  # noqa: E402
+from sd.feed import Feed, load_snapshot, plan  # noqa: E402
+from sd.http.app import create_app  # noqa: E402
+from sd.http.server import bind_socket, parse_listen, serve  # noqa: E402
+from sd.kinds.common import IP_FAMILY_LABEL  # noqa: E402
+from sd.kinds.nodes import NODE_NAME  # noqa: E402
+from sd.kinds.pods import NAMESPACE, POD_NAME, POD_NODE_NAME  # noqa: E402
 from sd.kube.client import ClusterConfig, NoClusterConfig, api_client, find_cluster, list_call  # noqa: E402
 from sd.kube.informer import Informer  # noqa: E402
-from sd.kube.snapshot import SnapshotError, load_snapshot  # noqa: E402
-from sd.kube.sources import Feed, plan  # noqa: E402
+from sd.kube.snapshot import SnapshotError  # noqa: E402
 from sd.metrics import Metrics  # noqa: E402
 from sd.probe import Prober  # noqa: E402
-from sd.targets import TargetSet  # noqa: E402
+from sd.targets import INSTANCE, TargetSet  # noqa: E402
 
 log = logging.getLogger("sd")
 
@@ -112,9 +116,7 @@ def _check_config(path: str | None) -> int:
     try:
         config = load_config(path)
     except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return 2
+        return _problems(exc)
     sets = ", ".join(f"{n} ({c.source})" for n, c in config.targets.items())
     print(f"{path or 'built-in config'}: ok: target sets {sets}")
     return 0
@@ -138,15 +140,20 @@ def _print_targets(url: str, token_file: str | None, insecure: bool) -> int:
     rows = []
     for group in groups:
         labels = group.get("labels", {})
-        name = labels.get("__meta_kubernetes_node_name") or "/".join(
-            filter(None, (labels.get("__meta_kubernetes_namespace"), labels.get("__meta_kubernetes_pod_name")))
-        )
-        node = labels.get("__meta_kubernetes_pod_node_name", "")
+        name = labels.get(NODE_NAME) or "/".join(filter(None, (labels.get(NAMESPACE), labels.get(POD_NAME))))
+        node = labels.get(POD_NODE_NAME, "")
         for target in group.get("targets", []):
-            rows.append((target, labels.get("__meta_sd_ip_family", ""), name or "-", node or "-", labels.get("instance", "-")))
+            rows.append((target, labels.get(IP_FAMILY_LABEL, ""), name or "-", node or "-", labels.get(INSTANCE, "-")))
     print(table(("TARGET", "FAMILY", "OBJECT", "NODE", "INSTANCE"), sorted(rows)), end="")
     print(f"{len(rows)} targets")
     return 0
+
+
+def _problems(exc: ConfigError) -> int:
+    """Each config problem on its own line; exit status 2."""
+    for problem in exc.problems:
+        print(problem, file=sys.stderr)
+    return 2
 
 
 def _fail(message: str, code: int) -> int:
@@ -159,9 +166,7 @@ def _serve(args: argparse.Namespace) -> int:
         config = load_config(args.config)
         host, port = parse_listen(args.listen)
     except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return 2
+        return _problems(exc)
     except ValueError as exc:
         return _fail(str(exc), 2)
 
@@ -198,7 +203,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _prober(config: Config) -> Prober | None:
-    if not any(sc.ip_family == "reachable" for sc in config.targets.values()):
+    if not any(sc.ip_family is IPFamilyPolicy.REACHABLE for sc in config.targets.values()):
         return None
     p = config.probe
     return Prober(interval=p.interval_seconds, timeout=p.timeout_seconds, concurrency=p.concurrency)
@@ -222,7 +227,10 @@ async def _run(
         except (ConfigException, OSError, ValueError) as exc:
             return _fail(f"{cluster}: cannot load: {exc}", 1)
         log.info("watching cluster=%r sources=%s", str(cluster), [f.name for f in feeds])
-        tasks += [Informer(f.name, list_call(api, f.source), f, config.kubernetes, metrics).run for f in feeds]
+        for feed in feeds:
+            src = feed.source
+            call = list_call(api, *src.api_method, src.label_selector, src.field_selector)
+            tasks.append(Informer(feed.name, call, feed, config.kubernetes).run)
     if prober is not None:
         tasks.append(prober.run)
 
@@ -230,7 +238,7 @@ async def _run(
         await asyncio.gather(*(task() for task in tasks))
 
     try:
-        app = create_app(sets, metrics, background if tasks else None, feeds=feeds, server=config.server)
+        app = create_app(sets, metrics, background if tasks else None, server=config.server)
         await serve(app, sock, config.server)
     finally:
         if prober is not None:

@@ -9,17 +9,33 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from sd.kube.selectors import SelectorError, parse_field_selector, parse_label_selector
+from sd.kinds import KINDS
+from sd.selectors import SelectorError, parse_field_selector, parse_label_selector
 
-SOURCES = ("nodes", "pods")
-IP_FAMILIES = ("primary", "ipv4", "ipv6", "both", "reachable")
-ADDRESS_TYPES = ("InternalIP", "ExternalIP")
-SCHEMES = ("http", "https")
+# A set's `source`: one of the registered kinds (sd/kinds/), by name.
+Source = StrEnum("Source", {name.upper(): name for name in KINDS})  # type: ignore[misc]
+
+
+class IPFamilyPolicy(StrEnum):
+    """Which of an object's IPs a set publishes."""
+
+    PRIMARY = "primary"  # the first (the cluster's primary family)
+    IPV4 = "ipv4"
+    IPV6 = "ipv6"
+    BOTH = "both"  # one target per family
+    REACHABLE = "reachable"  # the families whose metrics endpoint answers a probe
+
+
+class Scheme(StrEnum):
+    HTTP = "http"
+    HTTPS = "https"
+
 _SET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -36,18 +52,18 @@ class KubeSettings:
 @dataclass(frozen=True, slots=True)
 class SetConfig:
     name: str
-    source: str
+    source: Source
     port: int
     label_selector: str = ""
     field_selector: str = ""
     namespaces: tuple[str, ...] = ()
-    address_types: tuple[str, ...] = ADDRESS_TYPES
-    ip_family: str = "primary"
+    address_types: tuple[str, ...] = ()  # () = the kind's default priority order
+    ip_family: IPFamilyPolicy = IPFamilyPolicy.PRIMARY
     port_name: str | None = None
     require_ready: bool = True
     labels: tuple[tuple[str, str], ...] = ()
     metrics_path: str | None = None
-    scheme: str | None = None
+    scheme: Scheme | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,13 +98,18 @@ def default_config() -> Config:
     return Config(
         targets={
             "kubelet": SetConfig(
-                name="kubelet", source="nodes", ip_family="primary", port_name="kubelet", port=10250
+                name="kubelet",
+                source=Source.NODES,
+                address_types=KINDS[Source.NODES].address_types,
+                ip_family=IPFamilyPolicy.PRIMARY,
+                port_name="kubelet",
+                port=10250,
             ),
             "fluentd": SetConfig(
                 name="fluentd",
-                source="pods",
+                source=Source.PODS,
                 label_selector="app.kubernetes.io/name=fluentd",
-                ip_family="both",
+                ip_family=IPFamilyPolicy.BOTH,
                 port_name="monitor",
                 port=24231,
             ),
@@ -224,30 +245,28 @@ class _Validator:
     def target_set(self, name: str, raw: Any, path: str) -> SetConfig:
         if not isinstance(raw, dict):
             self.bad(path, f"must be a mapping of settings, got {_show(raw)}")
-            return SetConfig(name=name, source="nodes", port=80)
+            return SetConfig(name=name, source=Source.NODES, port=80)
         self.unknown(raw, path, [f for f in SetConfig.__slots__ if f != "name"])
-        source = raw.get("source")
-        if source not in SOURCES:
-            self.bad(f"{path}.source", f"must be one of {', '.join(SOURCES)}, got {_show(source)}")
-            source = "nodes"
+        source = self.choice(raw, path, "source", Source, None, required=True)
+        kind = KINDS[source or Source.NODES]
         label_selector = self.selector(raw, path, "label_selector", parse_label_selector)
-        field_selector = self.selector(raw, path, "field_selector", parse_field_selector)
+        field_selector = self.selector(raw, path, "field_selector", lambda s: parse_field_selector(s, kind.fields))
         namespaces = self.strings(raw, path, "namespaces")
-        if namespaces and source != "pods":
-            self.bad(f"{path}.namespaces", "only pods live in namespaces; remove it for source: nodes")
-        address_types = self.strings(raw, path, "address_types") if "address_types" in raw else ADDRESS_TYPES
-        for i, kind in enumerate(address_types):
-            if kind not in ADDRESS_TYPES:
-                self.bad(f"{path}.address_types[{i}]", f"must be one of {', '.join(ADDRESS_TYPES)}, got {_show(kind)}")
-        if "address_types" in raw and source == "pods":
-            self.bad(f"{path}.address_types", "applies to nodes only; pods use status.podIPs")
-        if not address_types:
-            self.bad(f"{path}.address_types", "must name at least one address type")
-        ip_family = raw.get("ip_family", "primary")
-        if ip_family not in IP_FAMILIES:
-            self.bad(f"{path}.ip_family", f"must be one of {', '.join(IP_FAMILIES)}, got {_show(ip_family)}")
-        elif ip_family == "reachable" and source != "pods":
-            self.bad(f"{path}.ip_family", "reachable probes pod metrics endpoints; for nodes use primary, ipv4, ipv6 or both")
+        if namespaces and not kind.namespaced:
+            self.bad(f"{path}.namespaces", f"{kind.name} are not namespaced; remove it for source: {kind.name}")
+        address_types: list[str] = []
+        if "address_types" in raw:
+            if not kind.address_types:
+                self.bad(f"{path}.address_types", f"does not apply to source: {kind.name}")
+            address_types = self.strings(raw, path, "address_types")
+            for i, value in enumerate(address_types):
+                if value not in kind.address_types:
+                    self.bad(f"{path}.address_types[{i}]", f"must be one of {', '.join(kind.address_types) or '(none)'}, got {_show(value)}")
+            if not address_types and kind.address_types:
+                self.bad(f"{path}.address_types", "must name at least one address type")
+        ip_family = self.choice(raw, path, "ip_family", IPFamilyPolicy, IPFamilyPolicy.PRIMARY)
+        if ip_family is IPFamilyPolicy.REACHABLE and not kind.probes:
+            self.bad(f"{path}.ip_family", f"reachable is not offered for {kind.name}; use primary, ipv4, ipv6 or both")
         port_name = raw.get("port_name")
         if port_name is not None and (not isinstance(port_name, str) or not port_name):
             self.bad(f"{path}.port_name", f"must be a port name (string), got {_show(port_name)}")
@@ -276,18 +295,15 @@ class _Validator:
         if metrics_path is not None and (not isinstance(metrics_path, str) or not metrics_path.startswith("/")):
             self.bad(f"{path}.metrics_path", f"must be a path starting with '/', got {_show(metrics_path)}")
             metrics_path = None
-        scheme = raw.get("scheme")
-        if scheme is not None and scheme not in SCHEMES:
-            self.bad(f"{path}.scheme", f"must be one of {', '.join(SCHEMES)}, got {_show(scheme)}")
-            scheme = None
+        scheme = self.choice(raw, path, "scheme", Scheme, None)
         return SetConfig(
             name=name,
-            source=source,
+            source=source or Source.NODES,
             label_selector=label_selector,
             field_selector=field_selector,
             namespaces=tuple(namespaces),
-            address_types=tuple(address_types),
-            ip_family=ip_family if ip_family in IP_FAMILIES else "primary",
+            address_types=tuple(address_types) or kind.address_types,
+            ip_family=ip_family or IPFamilyPolicy.PRIMARY,
             port_name=port_name,
             port=port,
             require_ready=require_ready,
@@ -303,6 +319,17 @@ class _Validator:
             return False
         self.unknown(raw, path, known)
         return True
+
+    def choice(self, raw: dict, path: str, key: str, values: Any, default: Any, required: bool = False) -> Any:
+        """One of an enum's values; a missing key gives ``default`` unless ``required``."""
+        value = raw.get(key)
+        if value is None and not required:
+            return default
+        try:
+            return values(value)
+        except ValueError:
+            self.bad(f"{path}.{key}", f"must be one of {', '.join(values)}, got {_show(value)}")
+            return None
 
     def flag(self, raw: dict, path: str, key: str, default: bool) -> bool:
         value = raw.get(key, default)

@@ -6,13 +6,15 @@ index keeps the reverse map and re-resolves only the IPs an event touches.
 
 IP-reuse rule (DESIGN.md): among a set's candidates for one IP, ``Ready=True``
 beats anything else; among equals the newest creationTimestamp wins; then the
-greater key. ``rank`` is that rule as a sort key, and the only copy of it.
+greater key. ``RULES`` is that rule as one ordered table: ``rank`` sorts by it and
+``why_lost`` explains by it, so the two cannot disagree.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Generic, Iterable, Protocol, TypeVar
+from datetime import datetime, timezone
+from typing import Any, Callable, Generic, Iterable, Protocol, TypeVar
 
 
 class Candidate(Protocol):
@@ -27,9 +29,50 @@ class Candidate(Protocol):
 R = TypeVar("R", bound=Candidate)
 
 
-def rank(record: Candidate) -> tuple[bool, float, str]:
-    """Greater wins: Ready=True first, then newest creationTimestamp, then greater key."""
-    return (record.ready == "True", record.created, record.key)
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One step of the conflict rule: the greater ``key`` wins; ``why`` says why the loser lost."""
+
+    name: str
+    key: Callable[[Any], Any]
+    why: Callable[[Any, Any], str]
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if epoch else "unknown"
+
+
+RULES: tuple[Rule, ...] = (
+    Rule(
+        "ready",
+        lambda r: r.ready == "True",
+        lambda lo, w: f"not ready (Ready={lo.ready or 'missing'}) while {w.key} is Ready",
+    ),
+    Rule(
+        "newest",
+        lambda r: r.created,
+        lambda lo, w: f"older: created {_iso(lo.created)}, {w.key} created {_iso(w.created)}",
+    ),
+    Rule(
+        "name",
+        lambda r: r.key,
+        lambda lo, w: f"same readiness and creation time; {w.key} wins by greater name",
+    ),
+)
+_RULE_KEYS = tuple(rule.key for rule in RULES)
+
+
+def rank(record: Candidate) -> tuple[Any, ...]:
+    """The sort key of the conflict rule: greater wins."""
+    return tuple([key(record) for key in _RULE_KEYS])
+
+
+def why_lost(loser: Candidate, winner: Candidate) -> str:
+    """The first rule that decided between the two, in words."""
+    for rule in RULES:
+        if rule.key(loser) != rule.key(winner):
+            return rule.why(loser, winner)
+    return RULES[-1].why(loser, winner)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +177,12 @@ class Index(Generic[R]):
         changed = set()
         for ip in ips:
             keys = self._by_ip.get(ip)
-            best = max((self.records[k] for k in keys), key=rank) if keys else None
+            if not keys:
+                best = None
+            elif len(keys) == 1:  # almost every IP: no ranking needed
+                best = self.records[keys[0]]
+            else:
+                best = max((self.records[k] for k in keys), key=rank)
             if best is None:
                 if self.winners.pop(ip, None) is not None:
                     changed.add(ip)

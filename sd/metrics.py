@@ -1,21 +1,21 @@
 """The server's own metrics (/metrics), all named ``kube_http_sd_*``.
 
-Counters are updated where things happen (sources, renders, HTTP); gauges that
-describe current state (targets, conflicts, excluded objects) are read from the
-target sets at scrape time, so the pure core never imports prometheus_client.
+Counters are updated where things happen (feeds, renders, HTTP); gauges that
+describe current state (targets, conflicts, excluded objects, source health) are
+read at scrape time from the sets' ``stats()`` and the sources' ``SourceStatus``,
+each written in one place, so the pure core never imports prometheus_client.
 """
 
 from __future__ import annotations
 
-from collections import Counter as Tally
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from sd.model import ip_family
-from sd.targets import TargetSet
+if TYPE_CHECKING:
+    from sd.targets import TargetSet
 
 PREFIX = "kube_http_sd_"
 
@@ -37,15 +37,6 @@ class Metrics:
         self.restarts = Counter(
             PREFIX + "watch_restarts_total", "Watch streams restarted, by reason.", ["source", "reason"], registry=r
         )
-        self.source_up = Gauge(
-            PREFIX + "source_up", "1 while the source's list/watch is healthy, 0 while it retries.", ["source"], registry=r
-        )
-        self.last_sync = Gauge(
-            PREFIX + "source_last_sync_timestamp_seconds",
-            "When the source last finished a full list or received a watch event.",
-            ["source"],
-            registry=r,
-        )
         self.renders = Counter(PREFIX + "renders_total", "Target set bodies rendered.", ["set"], registry=r)
         self.render_seconds = Histogram(
             PREFIX + "render_duration_seconds",
@@ -66,10 +57,15 @@ class Metrics:
         )
 
     def watch_sets(self, sets: Iterable[TargetSet]) -> None:
-        self.registry.register(_SetCollector(list(sets)))
+        """Report the sets' state, and their sources', at every scrape."""
+        self.registry.register(_StateCollector(list(sets)))
+
+    def rendered(self, set_name: str, seconds: float) -> None:
+        self.renders.labels(set_name).inc()
+        self.render_seconds.labels(set_name).observe(seconds)
 
 
-class _SetCollector(Collector):
+class _StateCollector(Collector):
     def __init__(self, sets: list[TargetSet]) -> None:
         self._sets = sets
 
@@ -91,23 +87,30 @@ class _SetCollector(Collector):
             "Reachability-probed endpoints by last result (ip_family: reachable sets).",
             labels=["set", "family", "result"],
         )
+        up = GaugeMetricFamily(
+            PREFIX + "source_up", "1 while the source's list/watch is healthy, 0 while it retries.", labels=["source"]
+        )
+        last_sync = GaugeMetricFamily(
+            PREFIX + "source_last_sync_timestamp_seconds",
+            "When the source last finished a full list or (re)started its watch.",
+            labels=["source"],
+        )
+        sources = {}
         for ts in self._sets:
-            if ts.prober is not None:
-                tally = Tally(
-                    (ip_family(ip), "ok" if r.ok else "failed")
-                    for key in ts.index.records
-                    for ip, r in ts.prober.results(key).items()
-                )
-                for (family, result), count in sorted(tally.items()):
-                    probes.add_metric([ts.name, family, result], count)
-            for family, count in ts.targets_by_family().items():
+            stats = ts.stats()
+            for (family, result), count in stats.probes.items():
+                probes.add_metric([ts.name, family, result], count)
+            for family, count in stats.targets.items():
                 targets.add_metric([ts.name, family], count)
-            objects.add_metric([ts.name], len(ts.index))
-            reasons = Tally(ts.index.excluded(key) for key in ts.index.records)
-            for reason, count in sorted(reasons.items(), key=lambda kv: str(kv[0])):
-                if reason is not None:
-                    excluded.add_metric([ts.name, reason], count)
-            conflicts.add_metric([ts.name], ts.index.conflicts())
-            resolved.add_metric([ts.name], ts.index.conflicts_resolved)
-            synced.add_metric([ts.name], 1 if ts.synced else 0)
-        return [targets, objects, excluded, conflicts, resolved, synced, probes]
+            objects.add_metric([ts.name], stats.objects)
+            for reason, count in stats.excluded.items():
+                excluded.add_metric([ts.name, reason], count)
+            conflicts.add_metric([ts.name], stats.conflicts)
+            resolved.add_metric([ts.name], stats.conflicts_resolved)
+            synced.add_metric([ts.name], 1 if stats.synced else 0)
+            sources.update((s.name, s) for s in ts.sources)
+        for name, status in sorted(sources.items()):
+            up.add_metric([name], 1 if status.healthy else 0)
+            if status.last_sync:
+                last_sync.add_metric([name], status.last_sync)
+        return [targets, objects, excluded, conflicts, resolved, synced, probes, up, last_sync]

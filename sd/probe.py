@@ -157,6 +157,10 @@ class Prober:
             return {}
         return {ip: results[ip] for ip in self._slots.get(key, {}) if ip in results}
 
+    def advice(self, key: str) -> str | None:
+        """What to change when one family of ``key`` answers and the other is refused."""
+        return advice(self.results(key))
+
     def reachable(self, key: str) -> tuple[str, ...] | None:
         """The IPs whose last probe succeeded, in watch() order; None while no IP of
         ``key`` has a result (the caller falls back to the primary IP)."""

@@ -1,153 +1,76 @@
 """Target sets: index winners → Prometheus http_sd groups → JSON bytes + ETag.
 
-One builder per source kind (``node_labels``, ``pod_labels``), every ``__meta_*``
-name declared once below, label-name sanitizing in ``sanitize``. A set renders
-its body only when something it publishes changed; the HTTP layer only reads
-``body``/``etag``.
+A set reads one kind of object; the kind (``sd/kinds/``) builds each object's
+labels, the set adds the per-target and static ones. A set renders its body only
+when something it publishes changed, and the ``Renderer`` task coalesces renders
+during bursts; the HTTP layer only reads ``body``/``etag`` and the read-only views
+(``stats``, ``explain``, ``sources``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
-import re
-from datetime import datetime, timezone
-from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Callable
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 import orjson
 
-from sd.config import SetConfig
-from sd.index import Index, Policy
-from sd.model import NodeRecord, PodRecord, Port, Record, ip_family
+from sd.config import IPFamilyPolicy, SetConfig
+from sd.index import Index, Policy, why_lost
+from sd.kinds import KINDS
+from sd.kinds.common import IP_FAMILY_LABEL, NO_ADDRESS, NO_ADDRESS_WHY, IPFamily, Port, Record, hostport, ip_family
+from sd.status import SourceStatus
 
 if TYPE_CHECKING:
     from sd.probe import Prober
 
-META = "__meta_kubernetes_"
-NODE_NAME = META + "node_name"
-NODE_PROVIDER_ID = META + "node_provider_id"
-NODE_LABEL = META + "node_label_"
-NODE_LABEL_PRESENT = META + "node_labelpresent_"
-NODE_ADDRESS = META + "node_address_"
-NODE_CONDITION = META + "node_condition_"
-NAMESPACE = META + "namespace"
-POD_NAME = META + "pod_name"
-POD_IP = META + "pod_ip"
-POD_LABEL = META + "pod_label_"
-POD_LABEL_PRESENT = META + "pod_labelpresent_"
-POD_READY = META + "pod_ready"
-POD_PHASE = META + "pod_phase"
-POD_NODE_NAME = META + "pod_node_name"
-POD_HOST_IP = META + "pod_host_ip"
-POD_UID = META + "pod_uid"
-POD_CONTROLLER_KIND = META + "pod_controller_kind"
-POD_CONTROLLER_NAME = META + "pod_controller_name"
-POD_CONTAINER_NAME = META + "pod_container_name"
-POD_CONTAINER_PORT_NAME = META + "pod_container_port_name"
-POD_CONTAINER_PORT_NUMBER = META + "pod_container_port_number"
-POD_CONTAINER_PORT_PROTOCOL = META + "pod_container_port_protocol"
-POD_CONTAINER_INIT = META + "pod_container_init"
-IP_FAMILY = "__meta_sd_ip_family"
 INSTANCE = "instance"
 METRICS_PATH = "__metrics_path__"
 SCHEME = "__scheme__"
 
-# Why a record is not a candidate; shown in /metrics and the explain view.
-NOT_READY = "not_ready"
-TERMINATING = "terminating"
-NOT_RUNNING = "not_running"
-FINISHED = "finished"
-NO_ADDRESS = "no_address"
 
-_INVALID = re.compile(r"[^a-zA-Z0-9_]")
+class _Fragment(NamedTuple):
+    """One served group. Sorts by key, then target. Its JSON lives only in the body, at
+    body[start:end]; start is -1 until the group has been rendered."""
 
-# (object key, target, ip, start, end, blake2b-128 of the group JSON as an int); sorts by
-# key, target. The JSON lives only in the body, at body[start:end]; start is -1 until
-# the group has been rendered.
-_Fragment = tuple[str, str, str, int, int, int]
+    key: str  # the object's key
+    target: str
+    ip: str
+    start: int
+    end: int
+    digest: int  # blake2b-128 of the group's JSON, as an int
 
 
-@lru_cache(maxsize=16384)
-def sanitize(name: str) -> str:
-    """The suffix of a label name as Prometheus writes it: other characters become '_'."""
-    return _INVALID.sub("_", name)
-
-
-def select_ips(ips: tuple[str, ...], family: str) -> tuple[str, ...]:
+def select_ips(ips: tuple[str, ...], family: IPFamilyPolicy) -> tuple[str, ...]:
     """Apply the ip_family policy to an object's IPs (primary first)."""
     if not ips:
         return ()
-    if family == "primary":
+    if family == IPFamilyPolicy.PRIMARY:
         return ips[:1]
     v4 = next((ip for ip in ips if ":" not in ip), None)
     v6 = next((ip for ip in ips if ":" in ip), None)
-    if family == "ipv4":
+    if family == IPFamilyPolicy.IPV4:
         return (v4,) if v4 else ()
-    if family == "ipv6":
+    if family == IPFamilyPolicy.IPV6:
         return (v6,) if v6 else ()
     return tuple(dict.fromkeys(ip for ip in ips if ip in (v4, v6)))  # both: one per family, primary first
 
 
-def _node_excluded(require_ready: bool) -> Callable[[NodeRecord], str | None]:
-    def exclude(node: NodeRecord) -> str | None:
-        if not require_ready:
-            return None
-        if node.terminating:
-            return TERMINATING
-        return None if node.ready == "True" else NOT_READY
+@dataclass(frozen=True, slots=True)
+class SetStats:
+    """A set's numbers for /metrics and the index page, read in one go."""
 
-    return exclude
-
-
-def _pod_excluded(require_ready: bool) -> Callable[[PodRecord], str | None]:
-    def exclude(pod: PodRecord) -> str | None:
-        if pod.phase in ("Succeeded", "Failed"):
-            return FINISHED  # its IP may already belong to another pod
-        if not require_ready:
-            return None
-        if pod.terminating:
-            return TERMINATING
-        if pod.phase != "Running":
-            return NOT_RUNNING
-        return None if pod.ready == "True" else NOT_READY
-
-    return exclude
-
-
-def node_labels(node: NodeRecord) -> dict[str, str]:
-    """kubernetes_sd node-role labels for one node (same for each of its targets)."""
-    labels = {NODE_NAME: node.name, NODE_PROVIDER_ID: node.provider_id}
-    for key, value in node.labels:
-        name = sanitize(key)
-        labels[NODE_LABEL + name] = value
-        labels[NODE_LABEL_PRESENT + name] = "true"
-    for kind, value in node.addresses:
-        labels.setdefault(NODE_ADDRESS + sanitize(kind), value)  # first address of each type
-    for kind, status in node.conditions:
-        labels[NODE_CONDITION + sanitize(kind.lower())] = status.lower()
-    return labels
-
-
-def pod_labels(pod: PodRecord) -> dict[str, str]:
-    """kubernetes_sd pod-role labels for one pod (same for each of its targets)."""
-    labels = {
-        NAMESPACE: pod.namespace,
-        POD_NAME: pod.name,
-        POD_UID: pod.uid,
-        POD_READY: pod.ready.lower() if pod.ready else "unknown",
-        POD_PHASE: pod.phase,
-        POD_NODE_NAME: pod.node_name,
-        POD_HOST_IP: pod.host_ip,
-    }
-    if pod.controller_kind:
-        labels[POD_CONTROLLER_KIND] = pod.controller_kind
-        labels[POD_CONTROLLER_NAME] = pod.controller_name
-    for key, value in pod.labels:
-        name = sanitize(key)
-        labels[POD_LABEL + name] = value
-        labels[POD_LABEL_PRESENT + name] = "true"
-    return labels
+    targets: dict[IPFamily, int]
+    objects: int
+    excluded: dict[str, int]  # reason → objects
+    conflicts: int  # IPs claimed by more than one candidate now
+    conflicts_resolved: int
+    synced: bool
+    probes: dict[tuple[IPFamily, str], int]  # (family, "ok" | "failed") → endpoints
 
 
 class TargetSet:
@@ -161,42 +84,56 @@ class TargetSet:
     def __init__(self, config: SetConfig, prober: Prober | None = None) -> None:
         self.config = config
         self.name = config.name
-        is_nodes = config.source == "nodes"
-        exclude = _node_excluded(config.require_ready) if is_nodes else _pod_excluded(config.require_ready)
-        types = config.address_types
+        self.kind = kind = KINDS[config.source]
+        self._types = types = config.address_types or kind.address_types
         family = config.ip_family
-        self.prober = prober if family == "reachable" else None
+        self.prober = prober if family == IPFamilyPolicy.REACHABLE else None
+        require_ready = config.require_ready
+        self._exclude: Callable[[Record], str | None] = lambda r: kind.exclude(r, require_ready)
         if self.prober is not None:
             claims = self._reachable_claims
         else:
             claims = lambda r: select_ips(r.ips(types), family)  # noqa: E731
-        self._exclude = exclude
-        self.index: Index[Record] = Index(Policy(exclude=exclude, claims=claims))
-        self._object_labels = node_labels if is_nodes else pod_labels
-        # A node has one name for all its targets: use it as instance unless one
-        # node can emit two targets (ip_family both), where that would clash.
-        self._instance = is_nodes and family != "both"
+        self.index: Index[Record] = Index(Policy(exclude=self._exclude, claims=claims))
+        # An object with one name for all its targets gets it as instance, unless one
+        # object can emit two targets (ip_family both), where that would clash.
+        self._instance = family != IPFamilyPolicy.BOTH
         self._static = dict(config.labels)
         if config.metrics_path:
             self._static[METRICS_PATH] = config.metrics_path
         if config.scheme:
-            self._static[SCHEME] = config.scheme
+            self._static[SCHEME] = str(config.scheme)
         self._fragments: dict[str, _Fragment] = {}  # ip → fragment
         self._digest_sum = 0
         self.body = b"[]"
         self.etag = _etag(0)
         self.renders = 0
         self.dirty = False
-        self.pending_sources: set[str] = set()  # sources that have not finished a first list
+        self.sources: list[SourceStatus] = []  # read-only here: their feeds write them
         self.on_dirty: Callable[[], None] = lambda: None
 
     @property
     def synced(self) -> bool:
         """Every source finished its first list and that state is rendered: serving
         before the render would answer 200 [] and make Prometheus drop all targets."""
-        return not self.pending_sources and self.renders > 0
+        return self.renders > 0 and all(s.synced for s in self.sources)
 
-    # -- changes (called by sources) ------------------------------------------------
+    def waiting_for(self) -> list[str]:
+        """The sources that have not finished a first full list."""
+        return sorted(s.name for s in self.sources if not s.synced)
+
+    def record(self, key: str) -> Record | None:
+        return self.index.records.get(key)
+
+    # -- changes (called by feeds) ------------------------------------------------------
+
+    def add_source(self, status: SourceStatus) -> None:
+        self.sources.append(status)
+
+    def source_synced(self) -> None:
+        """A source finished its first full list; the set is ready once rendered."""
+        if all(s.synced for s in self.sources):
+            self._mark_dirty()  # render even an empty set, so it turns ready
 
     def upsert(self, record: Record) -> None:
         if self.prober is not None:
@@ -226,12 +163,12 @@ class TargetSet:
             self.prober.forget(record.key)
             return
         port = self._port(record)[1]
-        path, scheme = self.config.metrics_path or "/metrics", self.config.scheme or "http"
-        self.prober.watch(record.key, [(ip, port, path, scheme) for ip in record.ips(self.config.address_types)])
+        path, scheme = self.config.metrics_path or "/metrics", str(self.config.scheme or "http")
+        self.prober.watch(record.key, [(ip, port, path, scheme) for ip in record.ips(self._types)])
 
     def _reachable_claims(self, record: Record) -> tuple[str, ...]:
         assert self.prober is not None
-        ips = record.ips(self.config.address_types)
+        ips = record.ips(self._types)
         answering = self.prober.reachable(record.key)
         # Until some IP answers (not probed yet, or all failing), serve the primary.
         return tuple(ip for ip in ips if ip in answering) if answering else ips[:1]
@@ -249,11 +186,11 @@ class TargetSet:
         for ip in changed:
             old = fragments.pop(ip, None)
             if old is not None:
-                self._digest_sum -= old[5]
+                self._digest_sum -= old.digest
             record = winners.get(ip)
             if record is not None:
                 # The group's JSON is built by the next render, straight into the body.
-                fragments[ip] = (record.key, self._target(record, ip), ip, -1, -1, 0)
+                fragments[ip] = _Fragment(record.key, hostport(ip, self._port(record)[1]), ip, -1, -1, 0)
         self._mark_dirty()
 
     def _mark_dirty(self) -> None:
@@ -261,30 +198,13 @@ class TargetSet:
             self.dirty = True
             self.on_dirty()
 
-    def source_synced(self, source: str) -> None:
-        """A source finished its first full list; the set is ready once rendered."""
-        self.pending_sources.discard(source)
-        if not self.pending_sources:
-            self._mark_dirty()  # render even an empty set, so it turns ready
-
-    def _target(self, record: Record, ip: str) -> str:
-        number = self._port(record)[1]
-        return f"[{ip}]:{number}" if ":" in ip else f"{ip}:{number}"
-
     def _group(self, record: Record, ip: str, target: str) -> bytes:
-        labels = self._object_labels(record)  # type: ignore[arg-type]
-        labels[IP_FAMILY] = ip_family(ip)
-        if isinstance(record, PodRecord):
-            labels[POD_IP] = ip
-            port = self._port(record)[0]
-            if port is not None:
-                labels[POD_CONTAINER_NAME] = port.container
-                labels[POD_CONTAINER_PORT_NAME] = self.config.port_name  # type: ignore[assignment]
-                labels[POD_CONTAINER_PORT_NUMBER] = str(port.number)
-                labels[POD_CONTAINER_PORT_PROTOCOL] = port.protocol
-                labels[POD_CONTAINER_INIT] = "false"
-        elif self._instance:
-            labels[INSTANCE] = record.name
+        kind = self.kind
+        labels = kind.labels(record)
+        labels[IP_FAMILY_LABEL] = ip_family(ip)
+        labels.update(kind.target_labels(record, ip, self._port(record)[0], self.config.port_name))
+        if self._instance and (instance := kind.instance(record)) is not None:
+            labels[INSTANCE] = instance
         labels.update(self._static)
         return orjson.dumps({"targets": [target], "labels": labels}, option=orjson.OPT_SORT_KEYS)
 
@@ -314,7 +234,7 @@ class TargetSet:
                 group_view = old[start:end]
                 start = buf.tell()
                 buf.write(group_view)
-            fragments[ip] = (key, target, ip, start, buf.tell(), digest)
+            fragments[ip] = _Fragment(key, target, ip, start, buf.tell(), digest)
             buf.write(b",")
         if fragments:
             buf.seek(-1, io.SEEK_CUR)
@@ -327,9 +247,12 @@ class TargetSet:
         self.renders += 1
         return True
 
+    # -- read-only views --------------------------------------------------------------
+
     def explain(self) -> dict[str, Any]:
-        """Every contested or served IP with its winner and why the others lost, plus the
-        indexed objects that are not candidates and why. For people, not Prometheus."""
+        """Every served IP with its winner and why the others lost; the indexed objects
+        that are not candidates and why; bad data skipped by its sources; probe results.
+        For people, not Prometheus."""
         index = self.index
         ips = []
         for ip in sorted(index.winners):
@@ -337,7 +260,7 @@ class TargetSet:
             ips.append(
                 {
                     "ip": ip,
-                    "target": self._fragments[ip][1],
+                    "target": self._fragments[ip].target,
                     "winner": winner.key,
                     "losers": [{"object": c.key, "why": why_lost(c, winner)} for c in losers],
                 }
@@ -348,13 +271,52 @@ class TargetSet:
             if reason is None and index.claims(key):
                 continue
             record = index.records[key]
-            excluded.append(
-                {"object": key, "reason": reason or NO_ADDRESS, "why": _EXCLUDED_WHY[reason or NO_ADDRESS](record)}
-            )
-        return {"set": self.name, "source": self.config.source, "synced": self.synced, "ips": ips, "excluded": excluded}
+            why = NO_ADDRESS_WHY if reason is None else self.kind.why_excluded[reason](record)
+            excluded.append({"object": key, "reason": reason or NO_ADDRESS, "why": why})
+        view: dict[str, Any] = {
+            "set": self.name,
+            "source": str(self.config.source),
+            "synced": self.synced,
+            "ips": ips,
+            "excluded": excluded,
+            "skipped": [
+                {"object": obj, "reason": reason, "detail": detail}
+                for status in self.sources
+                for obj, (reason, detail) in sorted(status.skipped.items())
+            ],
+        }
+        if self.prober is not None:
+            view["probes"] = [
+                {
+                    "object": key,
+                    "results": {ip: {"ok": r.ok, "detail": r.detail} for ip, r in results.items()},
+                    "advice": self.prober.advice(key),
+                }
+                for key in sorted(index.records)
+                if (results := self.prober.results(key))
+            ]
+        return view
 
-    def targets_by_family(self) -> dict[str, int]:
-        counts = {"ipv4": 0, "ipv6": 0}
+    def stats(self) -> SetStats:
+        index, prober = self.index, self.prober
+        excluded = Counter(reason for key in index.records if (reason := index.excluded(key)) is not None)
+        probes: Counter[tuple[IPFamily, str]] = Counter()
+        if prober is not None:
+            probes.update(
+                (ip_family(ip), "ok" if r.ok else "failed") for key in index.records for ip, r in prober.results(key).items()
+            )
+        return SetStats(
+            targets=self.targets_by_family(),
+            objects=len(index),
+            excluded=dict(sorted(excluded.items())),
+            conflicts=index.conflicts(),
+            conflicts_resolved=index.conflicts_resolved,
+            synced=self.synced,
+            probes=dict(sorted(probes.items())),
+        )
+
+    def targets_by_family(self) -> dict[IPFamily, int]:
+        counts = dict.fromkeys(IPFamily, 0)
         for ip in self._fragments:
             counts[ip_family(ip)] += 1
         return counts
@@ -363,28 +325,35 @@ class TargetSet:
         return len(self._fragments)
 
 
-_EXCLUDED_WHY: dict[str, Callable[[Any], str]] = {
-    NOT_READY: lambda r: f"not ready (Ready={r.ready or 'missing'})",
-    TERMINATING: lambda r: "terminating (has a deletionTimestamp)",
-    NOT_RUNNING: lambda r: f"phase {r.phase or 'missing'}, not Running",
-    FINISHED: lambda r: f"phase {r.phase}: finished, its IP may belong to another pod",
-    NO_ADDRESS: lambda r: "no usable IP for this set's address types and ip_family",
-}
-
-
-def why_lost(loser: Record, winner: Record) -> str:
-    """The first rule of the IP-reuse ranking that decided between the two."""
-    if winner.ready == "True" and loser.ready != "True":
-        return f"not ready (Ready={loser.ready or 'missing'}) while {winner.key} is Ready"
-    if loser.created < winner.created:
-        return f"older: created {_iso(loser.created)}, {winner.key} created {_iso(winner.created)}"
-    return f"same readiness and creation time; {winner.key} wins by greater name"
-
-
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if epoch else "unknown"
-
-
 def _etag(digest_sum: int) -> str:
     return '"%032x"' % (digest_sum % (1 << 128))
 
+
+class Renderer:
+    """Renders dirty sets in the background, once per burst of changes."""
+
+    INTERVAL_SECONDS = 0.1
+
+    def __init__(self, sets: dict[str, TargetSet], on_render: Callable[[str, float], None]) -> None:
+        self.sets = sets
+        self._on_render = on_render  # (set name, seconds) after each render
+        self._wake = asyncio.Event()
+        for ts in sets.values():
+            ts.on_dirty = self._wake.set
+
+    def render_all(self) -> None:
+        for ts in self.sets.values():
+            start = time.perf_counter()
+            if ts.render():
+                self._on_render(ts.name, time.perf_counter() - start)
+
+    async def run(self) -> None:
+        while True:
+            started = time.monotonic()
+            self.render_all()
+            await self._wake.wait()
+            # A change after a quiet period renders at once; during a burst (a relist, a
+            # wave of Ready flips) at most every INTERVAL_SECONDS, so a multi-MB body is
+            # not rebuilt for every watch read.
+            await asyncio.sleep(max(0.0, started + self.INTERVAL_SECONDS - time.monotonic()))
+            self._wake.clear()

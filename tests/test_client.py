@@ -12,7 +12,8 @@ from sdtest.kubeapi import FakeKubeAPI
 from sd.config import KubeSettings, default_config
 from sd.kube.client import ClusterConfig, NoClusterConfig, api_client, find_cluster, list_call
 from sd.kube.informer import Informer
-from sd.kube.sources import plan
+from sd.feed import plan
+from sd.kinds import nodes
 from sd.metrics import Metrics
 from sd.targets import TargetSet
 
@@ -51,13 +52,13 @@ async def test_in_cluster_config_over_ipv6_tls_with_a_token_file(tls_api, monkey
     config = default_config()
     metrics = Metrics()
     sets = {name: TargetSet(sc) for name, sc in config.targets.items()}
-    feed = next(f for f in plan(config, sets, metrics) if f.source.resource == "nodes")
+    feed = next(f for f in plan(config, sets, metrics) if f.kind is nodes.KIND)
     client = await api_client(cluster)
     assert client.configuration.host == f"https://[::1]:{api.port}"
-    informer = Informer(feed.name, list_call(client, feed.source), feed, FAST, metrics)
+    informer = Informer(feed.name, list_call(client, *feed.source.api_method), feed, FAST)
     task = asyncio.create_task(informer.run())
     try:
-        await until(lambda: feed.synced and "10.0.0.1" in sets["kubelet"].index.winners)
+        await until(lambda: feed.status.synced and "10.0.0.1" in sets["kubelet"].index.winners)
         # The API server stops accepting the token (it was rotated): 401s are retried, not fatal...
         api.tokens = {"token-2"}
         api.drop_streams()

@@ -8,8 +8,10 @@ import orjson
 from sdtest.factories import make_node, make_pod
 
 from sd.config import default_config
-from sd.model import parse_node, parse_pod
+from sd.kinds import nodes, pods
 from sd.targets import TargetSet
+
+parse_node, parse_pod = nodes.KIND.parse, pods.KIND.parse
 
 KUBELET = default_config().targets["kubelet"]
 FLUENTD = default_config().targets["fluentd"]

@@ -473,7 +473,7 @@ def test_prometheus_operator_kustomization_builds():
 
 
 def test_clusterrole_grants_exactly_the_resources_and_verbs_the_code_uses():
-    from sd.kube.sources import RESOURCES, VERBS
+    from sd.kinds import KINDS, VERBS
 
     role = the_object("ClusterRole", "kube-http-sd")
     rules = role["rules"]
@@ -484,7 +484,7 @@ def test_clusterrole_grants_exactly_the_resources_and_verbs_the_code_uses():
         assert set(rule) <= {"apiGroups", "resources", "verbs"}, f"rule with resourceNames/nonResourceURLs: {rule}"
         assert set(rule["verbs"]) == set(VERBS), f"verbs {rule['verbs']} != {sorted(VERBS)}"
         resources |= set(rule["resources"])
-    assert resources == set(RESOURCES.values())
+    assert resources == {kind.name for kind in KINDS.values()}
 
 
 def test_no_role_can_write_use_wildcards_or_read_secrets():

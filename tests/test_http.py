@@ -125,7 +125,7 @@ def test_ipv6_only_listen_address():
 
 
 async def test_healthz_fails_when_the_sources_task_ends():
-    from sd.app import create_app
+    from sd.http.app import create_app
     from sd.config import default_config
     from sd.metrics import Metrics
     from sd.targets import TargetSet

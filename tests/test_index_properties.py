@@ -11,8 +11,10 @@ from hypothesis import strategies as st
 
 from sd.config import default_config
 from sd.index import rank
-from sd.model import parse_node, parse_pod
+from sd.kinds import nodes, pods
 from sd.targets import TargetSet
+
+parse_node, parse_pod = nodes.KIND.parse, pods.KIND.parse
 
 KUBELET = default_config().targets["kubelet"]
 FLUENTD = default_config().targets["fluentd"]

@@ -7,8 +7,12 @@ import pytest
 from sdtest.factories import make_node, make_pod
 
 from sd.config import default_config
-from sd.model import parse_node, parse_pod
-from sd.targets import TargetSet, sanitize, select_ips
+from sd.kinds import nodes, pods
+from sd.kinds.common import sanitize
+from sd.status import SourceStatus
+from sd.targets import TargetSet, select_ips
+
+parse_node, parse_pod = nodes.KIND.parse, pods.KIND.parse
 
 KUBELET = default_config().targets["kubelet"]
 FLUENTD = default_config().targets["fluentd"]
@@ -190,9 +194,11 @@ def test_render_coalesces_many_changes_into_one_body():
 
 def test_set_is_not_synced_until_its_first_list_is_rendered():
     ts = TargetSet(KUBELET)
-    ts.pending_sources.add("nodes")
+    source = SourceStatus("nodes")
+    ts.add_source(source)
     ts.upsert(parse_node(make_node("n1")))
-    ts.source_synced("nodes")
+    source.synced = True
+    ts.source_synced()
     assert not ts.synced  # serving now would answer 200 [] and drop every target in Prometheus
     ts.render()
     assert ts.synced and len(groups(ts)) == 1
@@ -200,8 +206,11 @@ def test_set_is_not_synced_until_its_first_list_is_rendered():
 
 def test_an_empty_set_turns_synced_too():
     ts = TargetSet(KUBELET)
-    ts.pending_sources.add("nodes")
-    ts.source_synced("nodes")
+    source = SourceStatus("nodes")
+    ts.add_source(source)
+    assert not ts.dirty
+    source.synced = True
+    ts.source_synced()
     assert ts.dirty and ts.render() and ts.synced and ts.body == b"[]"
 
 

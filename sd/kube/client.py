@@ -1,4 +1,4 @@
-"""Kubernetes API client set-up: which cluster, and the list call for each source.
+"""Kubernetes API client set-up: which cluster, and the list call of a collection.
 
 Order (DESIGN.md): ``--kubeconfig``; else in-cluster when KUBERNETES_SERVICE_HOST
 is set (IPv6 hosts are bracketed; the projected service-account token is
@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable
 
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.config import incluster_config
 
-from sd.kube.sources import Source
+from sd.kube.informer import ListCall
 
 
 class NoClusterConfig(Exception):
@@ -63,27 +63,22 @@ async def api_client(cluster: ClusterConfig) -> client.ApiClient:
     return client.ApiClient(configuration)
 
 
-ListCall = Callable[..., Awaitable[Any]]
-
-
-def list_call(api: client.ApiClient, source: Source) -> ListCall:
-    """The kubernetes-asyncio list function for a source, selectors bound.
+def list_call(
+    api: client.ApiClient, method: str, namespace: str | None = None, label_selector: str = "", field_selector: str = ""
+) -> ListCall:
+    """The kubernetes-asyncio ``CoreV1Api`` list function ``method`` (e.g. "list_node"),
+    with the namespace (for namespaced list methods) and selectors bound.
 
     Called with list/watch keyword arguments and ``_preload_content=False``; it
     returns the raw aiohttp response (no model deserialization).
     """
-    core = client.CoreV1Api(api)
+    fn = getattr(client.CoreV1Api(api), method)
+    args = () if namespace is None else (namespace,)
     selectors: dict[str, str] = {}
-    if source.label_selector:
-        selectors["label_selector"] = source.label_selector
-    if source.field_selector:
-        selectors["field_selector"] = source.field_selector
-    if source.resource == "nodes":
-        fn, args = core.list_node, ()
-    elif source.namespace is None:
-        fn, args = core.list_pod_for_all_namespaces, ()
-    else:
-        fn, args = core.list_namespaced_pod, (source.namespace,)
+    if label_selector:
+        selectors["label_selector"] = label_selector
+    if field_selector:
+        selectors["field_selector"] = field_selector
 
     def call(**kwargs: Any) -> Awaitable[Any]:
         return fn(*args, **selectors, **kwargs)

@@ -14,8 +14,9 @@ Life cycle:
    (~0.8 s doubling to 30 s, reset after a healthy minute; 429 honours
    Retry-After), then retry the step that failed. Never raises.
 
-It knows nothing about nodes, pods or targets: it reads raw JSON (no
-kubernetes-asyncio models, which cost ~10× the parse) and calls the handler.
+It knows nothing about nodes, pods, targets or metrics, and imports nothing from
+the rest of the program: it reads raw JSON (no kubernetes-asyncio models, which
+cost ~10× the parse) and tells its ``Handler`` what arrived and how it is going.
 """
 
 from __future__ import annotations
@@ -24,16 +25,17 @@ import asyncio
 import logging
 import random
 import time
-from typing import Any, Protocol
+from typing import Any, Awaitable, Callable, Protocol
 
 import aiohttp
 import orjson
 
-from sd.config import KubeSettings
-from sd.kube.client import ListCall
-from sd.metrics import Metrics
-
 log = logging.getLogger("sd.informer")
+
+# A list function with the source's selectors bound (``sd.kube.client.list_call``):
+# called with list/watch keyword arguments and ``_preload_content=False``, it
+# returns the raw aiohttp response.
+ListCall = Callable[..., Awaitable[Any]]
 
 HEALTHY_RESET_SECONDS = 60.0
 _EVENT_TYPES = frozenset({"ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"})
@@ -41,12 +43,32 @@ CONNECT_TIMEOUT_SECONDS = 10.0
 CHUNK = 100  # list items handled between yields to the event loop
 
 
+class Settings(Protocol):
+    """The informer's knobs (``sd.config.KubeSettings`` has them)."""
+
+    @property
+    def page_size(self) -> int: ...
+    @property
+    def watch_timeout_seconds(self) -> tuple[float, float]: ...
+    @property
+    def read_timeout_seconds(self) -> float: ...
+    @property
+    def backoff_initial_seconds(self) -> float: ...
+    @property
+    def backoff_max_seconds(self) -> float: ...
+
+
 class Handler(Protocol):
+    """What the informer drives: the objects, then its progress and trouble."""
+
     def list_page(self, items: list[Any]) -> None: ...
-    def list_done(self) -> None: ...
-    def list_abandoned(self) -> None: ...
-    def event(self, kind: str, obj: Any) -> None: ...
-    def report(self, reason: str, detail: str) -> None: ...
+    def list_done(self) -> None: ...  # the pages since relisting() are the whole collection
+    def event(self, kind: str, obj: Any) -> None: ...  # ADDED | MODIFIED | DELETED
+    def relisting(self, reason: str) -> None: ...  # a (re)list starts: "initial", "expired", "retry", ...
+    def watching(self) -> None: ...  # a watch request was answered
+    def watch_ended(self, reason: str) -> None: ...  # and is being restarted
+    def failed(self, reason: str, message: str) -> None: ...  # a request failed; a partial list is void
+    def report(self, where: str, reason: str, detail: str) -> None: ...  # bad data, skipped
 
 
 class Expired(Exception):
@@ -63,13 +85,20 @@ class Failure(Exception):
 
 
 class Backoff:
-    def __init__(self, initial: float, maximum: float, rng: random.Random) -> None:
-        self.initial, self.maximum, self._rng = initial, maximum, rng
+    """Exponential backoff with jitter: ``initial`` doubling to ``maximum``, each delay
+    up to 50% longer at random so that many clients do not retry in step; back to
+    ``initial`` after HEALTHY_RESET_SECONDS without a failure. ``clock`` lets tests
+    manipulate time."""
+
+    def __init__(
+        self, initial: float, maximum: float, rng: random.Random, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.initial, self.maximum, self._rng, self._clock = initial, maximum, rng, clock
         self._next = initial
         self._last_failure = -float("inf")
 
     def delay(self) -> float:
-        now = time.monotonic()
+        now = self._clock()
         if now - self._last_failure > HEALTHY_RESET_SECONDS:
             self._next = self.initial
         self._last_failure = now
@@ -84,15 +113,13 @@ class Informer:
         name: str,
         call: ListCall,
         handler: Handler,
-        settings: KubeSettings,
-        metrics: Metrics,
+        settings: Settings,
         rng: random.Random | None = None,
     ) -> None:
         self.name = name
         self._call = call
         self._handler = handler
         self._settings = settings
-        self._metrics = metrics
         self._rng = rng or random.Random()
         self._backoff = Backoff(settings.backoff_initial_seconds, settings.backoff_max_seconds, self._rng)
         self._timeout = aiohttp.ClientTimeout(
@@ -107,11 +134,11 @@ class Informer:
         while True:
             try:
                 if need_list:
-                    self._metrics.relists.labels(self.name, reason).inc()
+                    self._handler.relisting(reason)
                     await self._list()
                     need_list = False
                 reason = await self._watch()
-                self._metrics.restarts.labels(self.name, reason).inc()
+                self._handler.watch_ended(reason)
             except Expired as exc:
                 if need_list:  # the list itself expired mid-pagination: retry it, but not in a hot loop
                     await self._fail("expired", str(exc), None)
@@ -127,15 +154,14 @@ class Informer:
                 if need_list:
                     reason = "retry"
                 else:
-                    self._metrics.restarts.labels(self.name, why).inc()
+                    self._handler.watch_ended(why)
             except Exception as exc:  # a bug must not end the watch: log it, start over from a list
                 log.exception("internal error source=%r", self.name)
                 await self._fail("internal_error", repr(exc), None)
                 need_list, reason = True, "internal_error"
 
     async def _fail(self, reason: str, message: str, retry_after: float | None) -> None:
-        self._handler.list_abandoned()
-        self._metrics.source_up.labels(self.name).set(0)
+        self._handler.failed(reason, message)
         delay = self._backoff.delay()
         if retry_after is not None:
             delay = max(delay, retry_after)
@@ -200,8 +226,7 @@ class Informer:
             allow_watch_bookmarks=True,
             timeout_seconds=int(self._rng.uniform(low, high)),
         )
-        self._metrics.source_up.labels(self.name).set(1)
-        self._metrics.last_sync.labels(self.name).set(time.time())
+        self._handler.watching()
         try:
             pending = b""
             async for chunk in resp.content.iter_any():
@@ -228,7 +253,7 @@ class Informer:
             if kind not in _EVENT_TYPES:
                 raise KeyError(f"unknown event type {kind!r}")
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-            self._handler.report("malformed_event", f"{self.name}: watch line dropped, re-watching: {exc}: {line[:80]!r}")
+            self._handler.report(self.name, "malformed_event", f"{self.name}: watch line dropped, re-watching: {exc}: {line[:80]!r}")
             return False
         if kind == "ERROR":
             code = obj.get("code") if isinstance(obj, dict) else None

@@ -1,7 +1,9 @@
 """Kubernetes label and field selectors: parsed once, matched the way the API server does.
 
 Informers send selectors to the API server as-is; this module validates them
-(config) and applies them where there is no API server (snapshot files).
+(config) and applies them where there is no API server (snapshot files). Which
+fields a field selector may name depends on the kind: each kind lists its own
+(``Kind.fields``), as the API server defines them.
 """
 
 from __future__ import annotations
@@ -10,14 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-# Field selectors the core/v1 API accepts for nodes and pods that we can evaluate.
-FIELDS: dict[str, Callable[[Mapping[str, Any]], str]] = {
-    "metadata.name": lambda o: (o.get("metadata") or {}).get("name") or "",
-    "metadata.namespace": lambda o: (o.get("metadata") or {}).get("namespace") or "",
-    "spec.nodeName": lambda o: (o.get("spec") or {}).get("nodeName") or "",
-    "spec.unschedulable": lambda o: str(bool((o.get("spec") or {}).get("unschedulable"))).lower(),
-    "status.phase": lambda o: (o.get("status") or {}).get("phase") or "",
-}
+# A kind's selectable fields: field path → how to read it from a raw object.
+Fields = Mapping[str, Callable[[Mapping[str, Any]], str]]
 
 _KEY = r"(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,251}[A-Za-z0-9])?/)?[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
 _VALUE = r"(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?"
@@ -84,29 +80,29 @@ def parse_label_selector(selector: str) -> tuple[Requirement, ...]:
     return tuple(reqs)
 
 
-def parse_field_selector(selector: str) -> tuple[tuple[str, bool, str], ...]:
-    """(field, equal, value) terms; only fields the API serves for nodes/pods."""
+def parse_field_selector(selector: str, fields: Fields) -> tuple[tuple[str, bool, str], ...]:
+    """(field, equal, value) terms; only ``fields`` (those the API server serves for the kind)."""
     terms = []
     for part in _split(selector):
         m = re.fullmatch(r"\s*([A-Za-z.]+)\s*(==|=|!=)\s*(\S*)\s*", part)
         if not m:
             raise SelectorError(f"invalid field selector term {part.strip()!r}")
         field, op, value = m.groups()
-        if field not in FIELDS:
-            raise SelectorError(f"unsupported field {field!r} (supported: {', '.join(FIELDS)})")
+        if field not in fields:
+            raise SelectorError(f"unsupported field {field!r} (supported: {', '.join(fields)})")
         terms.append((field, op != "!=", value))
     return tuple(terms)
 
 
-def matcher(label_selector: str, field_selector: str) -> Callable[[Mapping[str, Any]], bool]:
+def matcher(label_selector: str, field_selector: str, fields: Fields) -> Callable[[Mapping[str, Any]], bool]:
     """A predicate over raw objects equal to what the API server applies."""
     labels_req = parse_label_selector(label_selector)
-    fields_req = parse_field_selector(field_selector)
+    fields_req = parse_field_selector(field_selector, fields)
 
     def match(obj: Mapping[str, Any]) -> bool:
         labels = (obj.get("metadata") or {}).get("labels") or {}
         if not all(r.matches(labels) for r in labels_req):
             return False
-        return all((FIELDS[f](obj) == v) == eq for f, eq, v in fields_req)
+        return all((fields[f](obj) == v) == eq for f, eq, v in fields_req)
 
     return match

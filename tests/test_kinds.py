@@ -5,17 +5,10 @@ import copy
 import pytest
 from sdtest.factories import make_node, make_pod
 
-from sd.model import (
-    BAD_FIELD,
-    BAD_OBJECT,
-    INVALID_IP,
-    LINK_LOCAL_IP,
-    UNSPECIFIED_IP,
-    Port,
-    normalize_ip,
-    parse_node,
-    parse_pod,
-)
+from sd.kinds import nodes, pods
+from sd.kinds.common import BAD_FIELD, BAD_OBJECT, INVALID_IP, LINK_LOCAL_IP, UNSPECIFIED_IP, Port, normalize_ip
+
+parse_node, parse_pod = nodes.KIND.parse, pods.KIND.parse
 
 
 class Reports(list):

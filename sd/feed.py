@@ -1,0 +1,210 @@
+"""Sources and feeds: which collections to watch for the configured sets, and the
+feed that turns one source's raw objects into records for the sets reading it.
+
+A *source* is one list/watch: a kind, an optional namespace and the selectors
+pushed to the API server. Sets with the same source share it (one watch, one
+parse per event). The informer or the snapshot reader drives a ``Feed``; the feed
+is the only writer of its source's ``SourceStatus``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from cachetools import TTLCache
+
+from sd.config import Config
+from sd.kinds import KINDS, Kind
+from sd.kinds.common import BAD_OBJECT, Record
+from sd.kube.snapshot import read_snapshot
+from sd.metrics import Metrics
+from sd.selectors import matcher
+from sd.status import SourceError, SourceStatus
+from sd.targets import TargetSet
+
+log = logging.getLogger("sd.feed")
+
+INTERNAL_ERROR = "internal_error"
+_EVENT_TYPES = ("ADDED", "MODIFIED", "DELETED")
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    kind: Kind
+    namespace: str | None = None  # None: all namespaces
+    label_selector: str = ""
+    field_selector: str = ""
+
+    def __str__(self) -> str:
+        parts = [self.kind.name if self.namespace is None else f"{self.kind.name}@{self.namespace}"]
+        if self.label_selector:
+            parts.append(self.label_selector)
+        if self.field_selector:
+            parts.append(self.field_selector)
+        return " ".join(parts)
+
+    @property
+    def api_method(self) -> tuple[str, str | None]:
+        """The client's list method for this source and its namespace argument."""
+        if self.namespace is None or self.kind.api_list_namespaced is None:
+            return self.kind.api_list, None
+        return self.kind.api_list_namespaced, self.namespace
+
+
+def plan(config: Config, sets: dict[str, TargetSet], metrics: Metrics) -> list[Feed]:
+    """One feed per distinct source, each wired to the sets that read it."""
+    readers: dict[Source, list[TargetSet]] = {}
+    for name, sc in config.targets.items():
+        for ns in sc.namespaces or (None,):
+            src = Source(KINDS[sc.source], ns, sc.label_selector, sc.field_selector)
+            readers.setdefault(src, []).append(sets[name])
+    return [Feed(src, readers_, metrics) for src, readers_ in readers.items()]
+
+
+def load_snapshot(path: str | Path, feeds: list[Feed]) -> None:
+    """Give each feed the objects of a snapshot file its source would get from the
+    API server (kind, namespace, selectors), as one full list."""
+    objects = read_snapshot(path, {kind.object_kind: kind.name for kind in KINDS.values()},
+                            {kind.list_kind: kind.object_kind for kind in KINDS.values()})
+    for feed in feeds:
+        src = feed.source
+        match = matcher(src.label_selector, src.field_selector, src.kind.fields)
+        feed.list_page(
+            obj
+            for obj in objects.get(src.kind.name, ())
+            if (src.namespace is None or (obj.get("metadata") or {}).get("namespace") == src.namespace) and match(obj)
+        )
+        feed.list_done()
+
+
+class Feed:
+    """Raw objects of one source → records → the target sets reading that source.
+
+    Called by exactly one driver (informer or snapshot): ``list_page`` for each page
+    of a (re)list, then ``list_done``, which replaces this source's objects in every
+    set at once; ``event`` for each watch event in between. The driver also reports
+    its progress and trouble (``relisting``, ``watching``, ``watch_ended``, ``failed``,
+    ``report``), which the feed turns into the source's status and counters.
+    """
+
+    def __init__(self, source: Source, sets: list[TargetSet], metrics: Metrics) -> None:
+        self.source = source
+        self.kind = source.kind
+        self.sets = sets
+        self.metrics = metrics
+        self.name = str(source)
+        self.status = SourceStatus(self.name)
+        self._keys: set[str] = set()  # keys this source delivered; a relist replaces exactly these
+        self._pending: list[Record] = []
+        self._logged: TTLCache[str, bool] = TTLCache(maxsize=4096, ttl=600)
+        self._reports = 0
+        self._where = ""  # the object being parsed, for reports
+        self._event_counters = {t: metrics.events.labels(self.kind.name, t) for t in _EVENT_TYPES}
+        for ts in sets:
+            ts.add_source(self.status)
+
+    # -- bad data ----------------------------------------------------------------------
+
+    def report(self, where: str, reason: str, detail: str) -> None:
+        """Bad data at ``where`` (an object, or the source's stream): counted every time,
+        logged once per detail per 10 minutes, shown in the explain view."""
+        self._reports += 1
+        self.metrics.skipped.labels(self.name, reason).inc()
+        self.status.skipped[where] = (reason, detail)
+        if detail not in self._logged:
+            self._logged[detail] = True
+            log.warning("skipped bad data source=%r reason=%s detail=%s", self.name, reason, detail)
+
+    def _report_current(self, reason: str, detail: str) -> None:
+        self.report(self._where, reason, detail)
+
+    def _record(self, obj: Any) -> Record | None:
+        reports = self._reports
+        key = self.kind.key(obj)
+        self._where = f"{self.kind.singular}/{key}" if key is not None else self.kind.singular
+        # Every set of this feed holds the same record per key: the first one's will do.
+        previous = self.sets[0].record(key) if key is not None and self.sets else None
+        try:
+            record = self.kind.parse(obj, self._report_current, previous)
+        except Exception as exc:  # a parser bug skips one object, never the watch
+            log.exception("cannot parse object source=%r key=%r", self.name, key)
+            self.report(self._where, INTERNAL_ERROR, f"{self._where}: parser failed: {exc!r}")
+            return None
+        if record is not None and self.status.skipped and self._reports == reports:
+            self.status.skipped.pop(self._where, None)
+        return record
+
+    # -- lists and events ----------------------------------------------------------------
+
+    def relisting(self, reason: str) -> None:
+        """A (re)list starts."""
+        self.metrics.relists.labels(self.name, reason).inc()
+        self.status.relists += 1
+        self.status.listing = True
+        self.status.listed_objects = self.status.listed_pages = 0
+        self._pending = []
+
+    def list_page(self, items: Iterable[Any]) -> None:
+        pending = self._pending
+        for obj in items:
+            self.status.listed_objects += 1
+            record = self._record(obj)
+            if record is not None:
+                pending.append(record)
+        self.status.listed_pages += 1
+
+    def list_done(self) -> None:
+        records, self._pending = self._pending, []
+        for ts in self.sets:
+            ts.replace(records, self._keys)
+        self._keys = {r.key for r in records}
+        status = self.status
+        status.listing = False
+        status.last_sync = time.time()
+        status.healthy = True
+        if not status.synced:
+            status.synced = True
+            for ts in self.sets:
+                ts.source_synced()
+            log.info("source synced source=%r objects=%d", self.name, len(records))
+
+    def event(self, kind: str, obj: Any) -> None:
+        self._event_counters[kind].inc()
+        if kind == "DELETED":
+            key = self.kind.key(obj)
+            if key is None:
+                self.report(self.name, BAD_OBJECT, f"{self.name}: DELETED event without metadata.name")
+                return
+            self._keys.discard(key)
+            for ts in self.sets:
+                ts.delete(key)
+            return
+        record = self._record(obj)
+        if record is None:
+            return
+        self._keys.add(record.key)
+        for ts in self.sets:
+            ts.upsert(record)
+
+    # -- the driver's progress ---------------------------------------------------------------
+
+    def watching(self) -> None:
+        """A watch request was answered: the source is healthy and current."""
+        self.status.healthy = True
+        self.status.last_sync = time.time()
+
+    def watch_ended(self, reason: str) -> None:
+        self.metrics.restarts.labels(self.name, reason).inc()
+        self.status.watch_restarts += 1
+
+    def failed(self, reason: str, message: str) -> None:
+        """A request failed; a relist in progress is abandoned (the last state stays served)."""
+        self._pending = []
+        status = self.status
+        status.listing = False
+        status.healthy = False
+        status.last_error = SourceError(reason, message, time.time())

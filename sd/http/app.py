@@ -1,0 +1,139 @@
+"""The routes: target bodies, health, metrics, the index and the explain view.
+
+Requests never render: each set's body and ETag are rebuilt by the ``Renderer``
+task after a change (bursts coalesce into one render), and handlers only read them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import AsyncIterator, Awaitable, Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from sd.config import ServerSettings
+from sd.http.middleware import Auth, RequestMetrics
+from sd.http.pages import explain_text, index_text
+from sd.http.responses import error, etag_matches
+from sd.metrics import Metrics
+from sd.targets import Renderer, TargetSet
+
+log = logging.getLogger("sd.http")
+
+RETRY_AFTER_SECONDS = "5"
+
+
+def _report_stop(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background task stopped task=%s", task.get_name(), exc_info=task.exception())
+
+
+def create_app(
+    sets: dict[str, TargetSet],
+    metrics: Metrics,
+    background: Callable[[], Awaitable[None]] | None = None,
+    *,
+    server: ServerSettings = ServerSettings(),
+) -> Starlette:
+    """The ASGI app. ``background`` (the sources) runs for the app's lifetime."""
+    renderer = Renderer(sets, metrics.rendered)
+    metrics.watch_sets(sets.values())
+
+    def lookup(request: Request) -> TargetSet | Response:
+        """The set named in the path, or the 404 to answer."""
+        name = request.path_params["name"]
+        ts = sets.get(name)
+        return ts if ts is not None else error(404, f"no target set {name!r}; sets: {', '.join(sorted(sets))}")
+
+    async def targets(request: Request) -> Response:
+        ts = lookup(request)
+        if isinstance(ts, Response):
+            return ts
+        name = ts.name
+        if not ts.synced:
+            waiting = ", ".join(ts.waiting_for()) or "(listed, rendering)"
+            return error(
+                503,
+                f"target set {name!r} is waiting for its first full list from: {waiting}",
+                {"Retry-After": RETRY_AFTER_SECONDS},
+            )
+        body, etag = ts.body, ts.etag
+        headers = {"ETag": etag, "Cache-Control": "no-cache"}
+        if etag_matches(request.headers.get("if-none-match"), etag):
+            return Response(status_code=304, headers=headers)
+        return Response(body, media_type="application/json", headers=headers)
+
+    tasks: list[asyncio.Task[None]] = []
+
+    async def healthz(request: Request) -> Response:
+        # Renderer and sources run forever; if one ended, the process no longer tracks
+        # the cluster and a restart (liveness failure) is the fix.
+        stopped = [t.get_name() for t in tasks if t.done()]
+        if stopped:
+            return PlainTextResponse(f"background task stopped: {', '.join(stopped)}\n", status_code=500)
+        return PlainTextResponse("ok\n")
+
+    async def readyz(request: Request) -> Response:
+        waiting = sorted(name for name, ts in sets.items() if not ts.synced)
+        if waiting:
+            return PlainTextResponse(f"waiting for first sync: {', '.join(waiting)}\n", status_code=503)
+        return PlainTextResponse("ready\n")
+
+    async def metrics_route(request: Request) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def index(request: Request) -> Response:
+        return PlainTextResponse(index_text(sets.values(), server.debug))
+
+    async def debug_set(request: Request) -> Response:
+        ts = lookup(request)
+        if isinstance(ts, Response):
+            return ts
+        view = ts.explain()
+        if request.query_params.get("format") == "text":
+            return PlainTextResponse(explain_text(view))
+        return JSONResponse(view)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        headers = dict(exc.headers or {})
+        message = "method not allowed" if exc.status_code == 405 else exc.detail
+        if exc.status_code == 404:
+            message = f"no route {request.url.path!r}; see / for the target sets"
+        return error(exc.status_code, message, headers)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        tasks.append(asyncio.create_task(renderer.run(), name="renderer"))
+        if background is not None:
+            tasks.append(asyncio.create_task(background(), name="sources"))
+        for task in tasks:
+            task.add_done_callback(_report_stop)
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    routes = [
+        Route("/", index),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics_route),
+        Route("/targets/{name}", targets),
+    ]
+    if server.debug:
+        routes.append(Route("/debug/sets/{name}", debug_set))
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error}, lifespan=lifespan)
+    if server.bearer_token_file or server.basic_auth_username:
+        app.add_middleware(Auth, settings=server)
+    app.add_middleware(RequestMetrics, metrics=metrics)
+    return app

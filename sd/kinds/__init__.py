@@ -1,0 +1,21 @@
+"""The object kinds we watch, one module each, and the registry everything else consults.
+
+A new kind is a module with a ``Kind`` subclass and one line in ``KINDS`` (plus its
+RBAC rule in deploy/kubernetes/clusterrole.yaml).
+"""
+
+from __future__ import annotations
+
+from sd.kinds import nodes, pods
+from sd.kinds.common import Kind
+
+KINDS: dict[str, Kind] = {
+    kind.name: kind
+    for kind in (
+        nodes.KIND,
+        pods.KIND,
+    )
+}
+
+# What RBAC must grant on every kind's resource: exactly the calls an informer makes.
+VERBS = ("get", "list", "watch")

@@ -1,0 +1,136 @@
+"""Nodes: the record, its parser, Prometheus' node-role labels and the exclusion rules."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from sd.kinds.common import BAD_FIELD, BAD_OBJECT, META, READINESS_WHY
+from sd.kinds.common import Kind, Port, Report
+from sd.kinds.common import add_pairs, conditions, field_reader, get_dict, get_list, get_str, ignore, is_ip
+from sd.kinds.common import normalize_ip, object_labels, port_number, preview, readiness, sanitize, timestamp
+
+NODE_NAME = META + "node_name"
+NODE_PROVIDER_ID = META + "node_provider_id"
+NODE_LABEL = META + "node_label_"
+NODE_LABEL_PRESENT = META + "node_labelpresent_"
+NODE_ADDRESS = META + "node_address_"
+NODE_CONDITION = META + "node_condition_"
+
+INTERNAL_IP = "InternalIP"
+EXTERNAL_IP = "ExternalIP"
+_HOSTNAME_TYPES = ("Hostname", "InternalDNS", "ExternalDNS")
+KUBELET_PORT = "kubelet"  # the port name under which the kubelet endpoint is offered
+
+_intern = sys.intern
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRecord:
+    name: str
+    uid: str
+    created: float  # creationTimestamp as epoch seconds (0 when missing)
+    terminating: bool
+    ready: str  # "True" | "False" | "Unknown" | "" (no Ready condition)
+    conditions: tuple[tuple[str, str], ...]  # (type, status), API order
+    addresses: tuple[tuple[str, str], ...]  # (type, value); IPs canonical, hostnames as given
+    labels: tuple[tuple[str, str], ...]  # sorted by key
+    provider_id: str
+    ports: tuple[tuple[str, Port], ...]  # ("kubelet", Port(10250)) when the node reports one
+
+    @property
+    def key(self) -> str:
+        return self.name
+
+    def ips(self, address_types: tuple[str, ...]) -> tuple[str, ...]:
+        """IP addresses of the given types, in the types' priority order."""
+        return tuple(
+            value
+            for wanted in address_types
+            for kind, value in self.addresses
+            if kind == wanted and is_ip(value)
+        )
+
+
+class Nodes(Kind[NodeRecord]):
+    name = "nodes"
+    singular = "node"
+    object_kind = "Node"
+    list_kind = "NodeList"
+    namespaced = False
+    api_list = "list_node"
+    fields = {
+        "metadata.name": field_reader("metadata", "name"),
+        "spec.unschedulable": field_reader("spec", "unschedulable"),
+    }
+    address_types = (INTERNAL_IP, EXTERNAL_IP)
+    why_excluded = READINESS_WHY
+
+    def parse(self, raw: Any, report: Report = ignore, previous: NodeRecord | None = None) -> NodeRecord | None:
+        meta = get_dict(raw, "metadata") if isinstance(raw, dict) else None
+        name = get_str(meta, "name")
+        if meta is None or not name:
+            report(BAD_OBJECT, f"node: object without metadata.name skipped: {preview(raw)}")
+            return None
+        where = f"node/{name}"
+        status = get_dict(raw, "status", where, report) or {}
+        conds = conditions(status, where, report, previous.conditions if previous else None)
+        spec = get_dict(raw, "spec", where, report) or {}
+        return NodeRecord(
+            name=name,
+            uid=get_str(meta, "uid"),
+            created=timestamp(meta, "creationTimestamp", where, report),
+            terminating=meta.get("deletionTimestamp") is not None,
+            ready=dict(conds).get("Ready", ""),
+            conditions=conds,
+            addresses=_addresses(status, where, report),
+            labels=object_labels(meta, where, report, previous.labels if previous else None),
+            provider_id=get_str(spec, "providerID"),
+            ports=_kubelet_port(status, where, report),
+        )
+
+    def exclude(self, record: NodeRecord, require_ready: bool) -> str | None:
+        return readiness(record.terminating, record.ready) if require_ready else None
+
+    def labels(self, record: NodeRecord) -> dict[str, str]:
+        labels = {NODE_NAME: record.name, NODE_PROVIDER_ID: record.provider_id}
+        add_pairs(labels, NODE_LABEL, NODE_LABEL_PRESENT, record.labels)
+        for kind, value in record.addresses:
+            labels.setdefault(NODE_ADDRESS + sanitize(kind), value)  # first address of each type
+        for kind, status in record.conditions:
+            labels[NODE_CONDITION + sanitize(kind.lower())] = status.lower()
+        return labels
+
+    def instance(self, record: NodeRecord) -> str | None:
+        return record.name
+
+
+def _addresses(status: dict, where: str, report: Report) -> tuple[tuple[str, str], ...]:
+    addresses: list[tuple[str, str]] = []
+    for i, item in enumerate(get_list(status, "addresses", where, report, "status.addresses")):
+        if not isinstance(item, dict) or not isinstance(item.get("type"), str):
+            report(BAD_FIELD, f"{where}: status.addresses[{i}]: expected {{type, address}}, got {preview(item)}")
+            continue
+        kind, value = item["type"], item.get("address")
+        if kind in _HOSTNAME_TYPES:
+            if isinstance(value, str) and value:
+                addresses.append((_intern(kind), value))
+            continue
+        ip = normalize_ip(value, f"{where}: status.addresses[{i}].address", report)
+        if ip is not None:
+            addresses.append((_intern(kind), ip))
+    return tuple(addresses)
+
+
+def _kubelet_port(status: dict, where: str, report: Report) -> tuple[tuple[str, Port], ...]:
+    path = "status.daemonEndpoints"
+    daemon = get_dict(status, "daemonEndpoints", where, report, path) or {}
+    endpoint = get_dict(daemon, "kubeletEndpoint", where, report, path + ".kubeletEndpoint")
+    if not endpoint or "Port" not in endpoint:
+        return ()
+    port = port_number(endpoint.get("Port"), f"{where}: {path}.kubeletEndpoint.Port", report)
+    return ((KUBELET_PORT, Port(port)),) if port is not None else ()
+
+
+KIND = Nodes()

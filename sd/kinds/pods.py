@@ -1,0 +1,199 @@
+"""Pods: the record, its parser, Prometheus' pod-role labels and the exclusion rules."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from sd.kinds.common import BAD_FIELD, BAD_OBJECT, META, READINESS_WHY
+from sd.kinds.common import Kind, Port, Report
+from sd.kinds.common import add_pairs, conditions, field_reader, get_dict, get_list, get_str, ignore
+from sd.kinds.common import normalize_ip, object_labels, port_number, preview, readiness, timestamp
+
+NAMESPACE = META + "namespace"
+POD_NAME = META + "pod_name"
+POD_IP = META + "pod_ip"
+POD_LABEL = META + "pod_label_"
+POD_LABEL_PRESENT = META + "pod_labelpresent_"
+POD_READY = META + "pod_ready"
+POD_PHASE = META + "pod_phase"
+POD_NODE_NAME = META + "pod_node_name"
+POD_HOST_IP = META + "pod_host_ip"
+POD_UID = META + "pod_uid"
+POD_CONTROLLER_KIND = META + "pod_controller_kind"
+POD_CONTROLLER_NAME = META + "pod_controller_name"
+POD_CONTAINER_NAME = META + "pod_container_name"
+POD_CONTAINER_PORT_NAME = META + "pod_container_port_name"
+POD_CONTAINER_PORT_NUMBER = META + "pod_container_port_number"
+POD_CONTAINER_PORT_PROTOCOL = META + "pod_container_port_protocol"
+POD_CONTAINER_INIT = META + "pod_container_init"
+
+# Exclusion reasons of pods only (NOT_READY, TERMINATING are shared).
+NOT_RUNNING = "not_running"
+FINISHED = "finished"
+_FINISHED_PHASES = ("Succeeded", "Failed")
+
+_intern = sys.intern
+
+
+@dataclass(frozen=True, slots=True)
+class PodRecord:
+    namespace: str
+    name: str
+    uid: str
+    created: float
+    terminating: bool
+    ready: str
+    phase: str
+    node_name: str
+    host_ip: str
+    pod_ips: tuple[str, ...]  # status.podIPs (status.podIP fallback), canonical, primary first
+    labels: tuple[tuple[str, str], ...]
+    controller_kind: str
+    controller_name: str
+    ports: tuple[tuple[str, Port], ...]  # named container ports, first container wins a name
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    def ips(self, address_types: tuple[str, ...] = ()) -> tuple[str, ...]:
+        return self.pod_ips
+
+
+class Pods(Kind[PodRecord]):
+    name = "pods"
+    singular = "pod"
+    object_kind = "Pod"
+    list_kind = "PodList"
+    namespaced = True
+    api_list = "list_pod_for_all_namespaces"
+    api_list_namespaced = "list_namespaced_pod"
+    fields = {
+        path: field_reader(*path.split("."))
+        for path in (
+            "metadata.name",
+            "metadata.namespace",
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "spec.hostNetwork",
+            "status.phase",
+            "status.podIP",
+            "status.nominatedNodeName",
+        )
+    }
+    probes = True
+    why_excluded = {
+        **READINESS_WHY,
+        NOT_RUNNING: lambda r: f"phase {r.phase or 'missing'}, not Running",
+        FINISHED: lambda r: f"phase {r.phase}: finished, its IP may belong to another pod",
+    }
+
+    def parse(self, raw: Any, report: Report = ignore, previous: PodRecord | None = None) -> PodRecord | None:
+        meta = get_dict(raw, "metadata") if isinstance(raw, dict) else None
+        name, namespace = get_str(meta, "name"), get_str(meta, "namespace")
+        if meta is None or not name or not namespace:
+            report(BAD_OBJECT, f"pod: object without metadata.name/namespace skipped: {preview(raw)}")
+            return None
+        where = f"pod/{namespace}/{name}"
+        status = get_dict(raw, "status", where, report) or {}
+        spec = get_dict(raw, "spec", where, report) or {}
+        host_ip = status.get("hostIP")
+        owner_kind, owner_name = _controller(meta, where, report)
+        return PodRecord(
+            namespace=_intern(namespace),
+            name=name,
+            uid=get_str(meta, "uid"),
+            created=timestamp(meta, "creationTimestamp", where, report),
+            terminating=meta.get("deletionTimestamp") is not None,
+            ready=dict(conditions(status, where, report, None)).get("Ready", ""),
+            phase=_intern(get_str(status, "phase")),
+            node_name=get_str(spec, "nodeName"),
+            host_ip=host_ip if isinstance(host_ip, str) else "",
+            pod_ips=_pod_ips(status, where, report),
+            labels=object_labels(meta, where, report, previous.labels if previous else None),
+            controller_kind=_intern(owner_kind),
+            controller_name=owner_name,
+            ports=_container_ports(spec, where, report),
+        )
+
+    def exclude(self, record: PodRecord, require_ready: bool) -> str | None:
+        if record.phase in _FINISHED_PHASES:
+            return FINISHED  # its IP may already belong to another pod
+        if not require_ready:
+            return None
+        if record.phase != "Running" and not record.terminating:
+            return NOT_RUNNING
+        return readiness(record.terminating, record.ready)
+
+    def labels(self, record: PodRecord) -> dict[str, str]:
+        labels = {
+            NAMESPACE: record.namespace,
+            POD_NAME: record.name,
+            POD_UID: record.uid,
+            POD_READY: record.ready.lower() if record.ready else "unknown",
+            POD_PHASE: record.phase,
+            POD_NODE_NAME: record.node_name,
+            POD_HOST_IP: record.host_ip,
+        }
+        if record.controller_kind:
+            labels[POD_CONTROLLER_KIND] = record.controller_kind
+            labels[POD_CONTROLLER_NAME] = record.controller_name
+        add_pairs(labels, POD_LABEL, POD_LABEL_PRESENT, record.labels)
+        return labels
+
+    def target_labels(self, record: PodRecord, ip: str, port: Port | None, port_name: str | None) -> dict[str, str]:
+        labels = {POD_IP: ip}
+        if port is not None and port_name:
+            labels[POD_CONTAINER_NAME] = port.container
+            labels[POD_CONTAINER_PORT_NAME] = port_name
+            labels[POD_CONTAINER_PORT_NUMBER] = str(port.number)
+            labels[POD_CONTAINER_PORT_PROTOCOL] = port.protocol
+            labels[POD_CONTAINER_INIT] = "false"
+        return labels
+
+
+def _pod_ips(status: Mapping[str, Any], where: str, report: Report) -> tuple[str, ...]:
+    ips: list[str] = []
+    pod_ips = get_list(status, "podIPs", where, report, "status.podIPs")
+    if pod_ips:
+        for i, item in enumerate(pod_ips):
+            value = item.get("ip") if isinstance(item, dict) else item
+            ip = normalize_ip(value, f"{where}: status.podIPs[{i}].ip", report)
+            if ip is not None and ip not in ips:
+                ips.append(ip)
+    elif status.get("podIP") is not None:
+        ip = normalize_ip(status.get("podIP"), f"{where}: status.podIP", report)
+        if ip is not None:
+            ips.append(ip)
+    return tuple(ips)
+
+
+def _controller(meta: Mapping[str, Any], where: str, report: Report) -> tuple[str, str]:
+    for ref in get_list(meta, "ownerReferences", where, report, "metadata.ownerReferences"):
+        if isinstance(ref, dict) and ref.get("controller") is True:
+            return get_str(ref, "kind"), get_str(ref, "name")
+    return "", ""
+
+
+def _container_ports(spec: Mapping[str, Any], where: str, report: Report) -> tuple[tuple[str, Port], ...]:
+    ports: dict[str, Port] = {}
+    for ci, container in enumerate(get_list(spec, "containers", where, report, "spec.containers")):
+        if not isinstance(container, dict):
+            report(BAD_FIELD, f"{where}: spec.containers[{ci}]: expected an object, got {preview(container)}")
+            continue
+        cname = get_str(container, "name")
+        for pi, item in enumerate(get_list(container, "ports", where, report, f"spec.containers[{ci}].ports")):
+            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+                continue  # unnamed ports cannot be selected by name
+            number = port_number(item.get("containerPort"), f"{where}: spec.containers[{ci}].ports[{pi}].containerPort", report)
+            if number is not None and item["name"] not in ports:
+                protocol = item.get("protocol") if isinstance(item.get("protocol"), str) else "TCP"
+                ports[_intern(item["name"])] = Port(number, _intern(cname), _intern(protocol))
+    return tuple(ports.items())
+
+
+KIND = Pods()

@@ -1,0 +1,43 @@
+"""The state of each source (one list/watch), as people and /metrics see it.
+
+A ``SourceStatus`` has one writer, the source's feed (which hears from the informer
+or the snapshot reader); target sets, HTTP pages and the metrics collector only read
+it. Times are wall-clock epoch seconds, for display.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cachetools import LRUCache
+
+
+@dataclass(frozen=True, slots=True)
+class SourceError:
+    reason: str  # short and stable: "connection", "unauthorized", "http_5xx", ...
+    message: str
+    at: float
+
+
+@dataclass(eq=False, slots=True)
+class SourceStatus:
+    name: str
+    synced: bool = False  # finished a first full list
+    healthy: bool = False  # the last list or watch request succeeded, and no error since
+    last_sync: float = 0.0  # last full list finished or watch (re)started
+    listing: bool = False  # a (re)list is in progress...
+    listed_objects: int = 0  # ...and has received this many objects...
+    listed_pages: int = 0  # ...in this many pages
+    last_error: SourceError | None = None
+    relists: int = 0
+    watch_restarts: int = 0
+    # Latest bad data per object ("node/n1" → (reason, detail)), for the explain view;
+    # an object that parses cleanly again is dropped from it.
+    skipped: LRUCache[str, tuple[str, str]] = field(default_factory=lambda: LRUCache(maxsize=1000))
+
+    @property
+    def state(self) -> str:
+        """"syncing" until the first full list, then "ready", or "stale" while retrying after errors."""
+        if not self.synced:
+            return "syncing"
+        return "ready" if self.healthy else "stale"
