@@ -9,7 +9,8 @@ import yaml
 from sdtest.helpers import ROOT
 
 from sd.config import ConfigError, default_config, load_config, parse_config
-from sd.kube.selectors import SelectorError, matcher, parse_label_selector
+from sd.kinds import nodes, pods
+from sd.selectors import SelectorError, matcher, parse_label_selector
 
 
 def test_documented_default_file_equals_the_built_in_default():
@@ -71,7 +72,7 @@ def test_every_problem_is_reported_not_just_the_first():
 
 def test_namespaces_on_a_node_set_is_an_error():
     assert problems({"targets": {"k": {"source": "nodes", "port": 1, "namespaces": ["a"]}}}) == [
-        "config/sd.yaml: targets.k.namespaces: only pods live in namespaces; remove it for source: nodes"
+        "config/sd.yaml: targets.k.namespaces: nodes are not namespaced; remove it for source: nodes"
     ]
 
 
@@ -175,16 +176,37 @@ def test_serve_rejects_bad_arguments_clearly(args, message):
     ],
 )
 def test_label_selectors_match_like_the_api_server(selector, labels, expected):
-    assert matcher(selector, "")({"metadata": {"labels": labels}}) is expected
+    assert matcher(selector, "", pods.KIND.fields)({"metadata": {"labels": labels}}) is expected
 
 
 def test_field_selectors_match_pod_fields():
     obj = {"metadata": {"name": "p", "namespace": "logging"}, "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}}
-    assert matcher("", "spec.nodeName=n1,status.phase!=Failed")(obj)
-    assert not matcher("", "metadata.namespace=default")(obj)
+    assert matcher("", "spec.nodeName=n1,status.phase!=Failed", pods.KIND.fields)(obj)
+    assert not matcher("", "metadata.namespace=default", pods.KIND.fields)(obj)
 
 
 @pytest.mark.parametrize("bad", ["a in (", "=x", "a b", "a in ()"])
 def test_invalid_label_selectors_are_rejected(bad):
     with pytest.raises(SelectorError):
         parse_label_selector(bad)
+
+
+def test_field_selectors_accept_exactly_the_fields_the_api_server_serves_for_the_kind():
+    # The API server answers 400 to a nodes watch selecting on metadata.namespace: an
+    # informer would retry it forever, so the config refuses it up front...
+    assert problems({"targets": {"k": {"source": "nodes", "port": 1, "field_selector": "metadata.namespace=x"}}}) == [
+        "config/sd.yaml: targets.k.field_selector: unsupported field 'metadata.namespace' "
+        "(supported: metadata.name, spec.unschedulable): 'metadata.namespace=x'"
+    ]
+    # ...while pods may select on status.podIP, which the API server accepts for pods.
+    config = parse_config({"targets": {"p": {"source": "pods", "port": 1, "field_selector": "status.podIP=192.0.2.7"}}})
+    assert config.targets["p"].field_selector == "status.podIP=192.0.2.7"
+    config = parse_config({"targets": {"k": {"source": "nodes", "port": 1, "field_selector": "spec.unschedulable=false"}}})
+    assert config.targets["k"].field_selector == "spec.unschedulable=false"
+
+
+def test_kind_field_lists_match_what_the_api_double_accepts():
+    from sdtest import kubeapi
+
+    assert set(nodes.KIND.fields) == set(kubeapi._NODE_FIELDS)
+    assert set(pods.KIND.fields) == set(kubeapi._POD_FIELDS)
