@@ -214,6 +214,16 @@ class _Event:
 
 
 @dataclass(slots=True, eq=False)
+class _RawEvent:
+    """A line in the history that is not a valid event (corruption, a buggy aggregated API):
+    every watch of `kind` that starts before `rv` gets it verbatim, on every re-watch."""
+
+    rv: int
+    kind: str
+    line: bytes
+
+
+@dataclass(slots=True, eq=False)
 class _Snapshot:
     """All objects of one collection at one rv, for consistent paginated lists."""
 
@@ -334,8 +344,10 @@ class _Watch:
     def wants(self, v: _Version) -> bool:
         return v.kind == self.kind and (self.ns is None or v.ns == self.ns)
 
-    def pieces_for(self, ev: _Event) -> _Pieces | None:
+    def pieces_for(self, ev: _Event | _RawEvent) -> _Pieces | None:
         """The line this watch sees for `ev`, with selector transitions like the watch cache."""
+        if isinstance(ev, _RawEvent):
+            return (ev.line,) if ev.kind == self.kind else None
         if not self.wants(ev.new):
             return None
         if self.match is None:
@@ -425,7 +437,8 @@ class FakeKubeAPI:
         self._lock = threading.Lock()
         self._rv = 1
         self._objects: dict[tuple[str, str, str], _Version] = {}  # (kind, ns, name)
-        self._hist: list[_Event] = []  # events with rv in (_floor, _rv], contiguous
+        self._hist: list[_Event | _RawEvent] = []  # events with rv in (_floor, _rv], contiguous
+        self._instant_closes = 0  # watch requests still to answer 200 and end at once
         self._floor = self._rv  # oldest rv a watch may start from
         self._compacted = 0  # continue tokens of snapshots taken before this id are expired
         self._snapshots: OrderedDict[int, _Snapshot] = OrderedDict()
@@ -646,6 +659,22 @@ class FakeKubeAPI:
         """Write `line` verbatim into every open watch stream (after anything queued)."""
         with self._lock:
             self._schedule(self._dispatch_raw, line)
+
+    def poison(self, kind: str, line: bytes) -> str:
+        """Put `line` (not a valid event) into `kind`'s watch history at the next rv: every watch
+        from an older rv replays it, as a real server replays whatever sits in its history.
+        Objects and lists are unaffected. Returns the rv it occupies."""
+        if not line.endswith(b"\n"):
+            line += b"\n"
+        with self._lock:
+            self._rv += 1
+            self._commit([_RawEvent(self._rv, kind, line)])  # type: ignore[list-item]
+            return str(self._rv)
+
+    def close_watches_at_once(self, n: int) -> None:
+        """Answer the next `n` watch requests 200, then end the stream with no events."""
+        with self._lock:
+            self._instant_closes = n
 
     def open_watches(self) -> int:
         """Number of currently open watch streams."""
@@ -996,6 +1025,8 @@ class FakeKubeAPI:
         lines: list[bytes | memoryview] = []
         expired: bytes | None = None
         with self._lock:
+            instant_close = self._instant_closes > 0
+            self._instant_closes -= instant_close
             cur = start = self._rv
             if rv_param in ("", "0") or initial_events:
                 initial = sorted(
@@ -1037,6 +1068,9 @@ class FakeKubeAPI:
         resp.enable_chunked_encoding()
         try:
             await resp.prepare(request)
+            if instant_close:
+                await resp.write_eof()
+                return resp
             if expired is not None:
                 await resp.write(b"".join(w.buf))
                 await resp.write_eof()
