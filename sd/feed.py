@@ -173,6 +173,9 @@ class Feed:
             log.info("source synced source=%r objects=%d", self.name, len(records))
 
     def event(self, kind: str, obj: Any) -> None:
+        self.status.last_sync = time.time()
+        if kind == "BOOKMARK":  # progress only: the source is current up to its version
+            return
         self._event_counters[kind].inc()
         if kind == "DELETED":
             key = self.kind.key(obj)
@@ -193,9 +196,8 @@ class Feed:
     # -- the driver's progress ---------------------------------------------------------------
 
     def watching(self) -> None:
-        """A watch request was answered: the source is healthy and current."""
+        """A watch request was answered: the source is healthy again."""
         self.status.healthy = True
-        self.status.last_sync = time.time()
 
     def watch_ended(self, reason: str) -> None:
         self.metrics.restarts.labels(self.name, reason).inc()
@@ -204,6 +206,7 @@ class Feed:
     def failed(self, reason: str, message: str) -> None:
         """A request failed; a relist in progress is abandoned (the last state stays served)."""
         self._pending = []
+        self.metrics.source_errors.labels(self.name, reason).inc()
         status = self.status
         status.listing = False
         status.healthy = False

@@ -34,6 +34,12 @@ class Metrics:
             PREFIX + "watch_events_total", "Watch events received, by resource and type.", ["resource", "type"], registry=r
         )
         self.relists = Counter(PREFIX + "relists_total", "Full lists of a source, by reason.", ["source", "reason"], registry=r)
+        self.source_errors = Counter(
+            PREFIX + "source_errors_total",
+            "Failed list/watch requests and untrustworthy streams, by source and reason (each is backed off).",
+            ["source", "reason"],
+            registry=r,
+        )
         self.restarts = Counter(
             PREFIX + "watch_restarts_total", "Watch streams restarted, by reason.", ["source", "reason"], registry=r
         )
@@ -92,7 +98,7 @@ class _StateCollector(Collector):
         )
         last_sync = GaugeMetricFamily(
             PREFIX + "source_last_sync_timestamp_seconds",
-            "When the source last finished a full list or (re)started its watch.",
+            "When the source last finished a full list or received a watch event or bookmark.",
             labels=["source"],
         )
         sources = {}

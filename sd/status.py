@@ -24,7 +24,7 @@ class SourceStatus:
     name: str
     synced: bool = False  # finished a first full list
     healthy: bool = False  # the last list or watch request succeeded, and no error since
-    last_sync: float = 0.0  # last full list finished or watch (re)started
+    last_sync: float = 0.0  # last full list finished, or watch event or bookmark received
     listing: bool = False  # a (re)list is in progress...
     listed_objects: int = 0  # ...and has received this many objects...
     listed_pages: int = 0  # ...in this many pages
@@ -34,6 +34,19 @@ class SourceStatus:
     # Latest bad data per object ("node/n1" → (reason, detail)), for the explain view;
     # an object that parses cleanly again is dropped from it.
     skipped: LRUCache[str, tuple[str, str]] = field(default_factory=lambda: LRUCache(maxsize=1000))
+
+    def view(self) -> dict[str, object]:
+        """For the explain view (JSON): everything but the skipped data, which sets list."""
+        error = self.last_error
+        return {
+            "source": self.name,
+            "state": self.state,
+            "last_sync": self.last_sync or None,
+            "listing": {"objects": self.listed_objects, "pages": self.listed_pages} if self.listing else None,
+            "last_error": {"reason": error.reason, "message": error.message, "at": error.at} if error else None,
+            "relists": self.relists,
+            "watch_restarts": self.watch_restarts,
+        }
 
     @property
     def state(self) -> str:

@@ -277,6 +277,7 @@ class TargetSet:
             "set": self.name,
             "source": str(self.config.source),
             "synced": self.synced,
+            "sources": [status.view() for status in self.sources],
             "ips": ips,
             "excluded": excluded,
             "skipped": [

@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from sd.config import ServerSettings
 from sd.http.middleware import Auth, RequestMetrics
-from sd.http.pages import explain_text, index_text
+from sd.http.pages import explain_text, index_text, readyz_text
 from sd.http.responses import error, etag_matches
 from sd.metrics import Metrics
 from sd.targets import Renderer, TargetSet
@@ -81,10 +81,8 @@ def create_app(
         return PlainTextResponse("ok\n")
 
     async def readyz(request: Request) -> Response:
-        waiting = sorted(name for name, ts in sets.items() if not ts.synced)
-        if waiting:
-            return PlainTextResponse(f"waiting for first sync: {', '.join(waiting)}\n", status_code=503)
-        return PlainTextResponse("ready\n")
+        ready, text = readyz_text(sets.values())
+        return PlainTextResponse(text, status_code=200 if ready else 503)
 
     async def metrics_route(request: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

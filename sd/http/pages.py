@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import Iterable
 
 from sd._table import table
 from sd.kinds.common import IPFamily
+from sd.status import SourceStatus
 from sd.targets import TargetSet
 
 
@@ -23,9 +25,39 @@ def index_text(sets: Iterable[TargetSet], debug: bool) -> str:
     return f"kube-http-sd: Prometheus http_sd target sets\n\n{text}\nalso: {also}\n"
 
 
+def source_line(status: SourceStatus, now: float | None = None) -> str:
+    """One source's state in words: "nodes: stale, last error unauthorized 12s ago: 401 ..."."""
+    now = time.time() if now is None else now
+    parts = [f"{status.name}: {status.state}"]
+    if status.listing:
+        parts.append(f"listing ({status.listed_objects} objects in {status.listed_pages} pages so far)")
+    error = status.last_error
+    if error is not None and not status.healthy:
+        parts.append(f"last error {error.reason} {max(0, now - error.at):.0f}s ago: {error.message}")
+    return ", ".join(parts)
+
+
+def readyz_text(sets: Iterable[TargetSet]) -> tuple[bool, str]:
+    """(ready, body): ready once every set synced; the body names what is waiting or
+    stale and why, so a failing readiness probe explains itself."""
+    sets = sorted(sets, key=lambda s: s.name)
+    waiting = [ts.name for ts in sets if not ts.synced]
+    sources = {s.name: s for ts in sets for s in ts.sources}
+    troubled = [source_line(s) for _, s in sorted(sources.items()) if s.state != "ready"]
+    head = f"waiting for first sync: {', '.join(waiting)}" if waiting else "ready"
+    return not waiting, "\n".join([head, *troubled]) + "\n"
+
+
 def explain_text(view: dict) -> str:
     """The explain view as tables."""
-    out = [f"set {view['set']} (source {view['source']}, {'synced' if view['synced'] else 'waiting for first sync'})", ""]
+    out = [f"set {view['set']} (source {view['source']}, {'synced' if view['synced'] else 'waiting for first sync'})"]
+    for source in view["sources"]:
+        error = source["last_error"]
+        line = f"  {source['source']}: {source['state']}, {source['relists']} lists, {source['watch_restarts']} watch restarts"
+        if error is not None:
+            line += f"; last error {error['reason']}: {error['message']}"
+        out.append(line)
+    out.append("")
     rows = []
     for entry in view["ips"]:
         losers = "; ".join(f"{lo['object']}: {lo['why']}" for lo in entry["losers"]) or "-"

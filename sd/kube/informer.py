@@ -7,12 +7,19 @@ Life cycle:
 2. **watch** from that version with bookmarks and a randomized server-side
    timeout; every event and bookmark advances the version. A read-inactivity
    timeout (not a total one) notices a silently dead connection.
-3. clean end of stream, read timeout, malformed line → watch again from the last
-   version (nothing is lost: the server replays everything after it).
+3. clean end of stream, read timeout → watch again from the last version (nothing
+   is lost: the server replays everything after it).
 4. ``ERROR`` 410 / HTTP 410 (version compacted) → relist (step 1).
 5. any other failure (refused, reset, 5xx, 429, 401/403) → back off with jitter
    (~0.8 s doubling to 30 s, reset after a healthy minute; 429 honours
    Retry-After), then retry the step that failed. Never raises.
+6. a line that cannot be trusted (not JSON, unknown type, no resourceVersion...) →
+   back off, then watch again from the last good version; the server replays its
+   history, so if the same version meets a bad line again the line is in that
+   history for good, and the informer relists (a list holds objects, not the bad
+   event) and watches from the list's version, past it.
+7. a watch that ends within SHORT_WATCH_SECONDS without a single event or bookmark
+   is a failure (client-go's "very short watch"): backed off, never a hot loop.
 
 It knows nothing about nodes, pods, targets or metrics, and imports nothing from
 the rest of the program: it reads raw JSON (no kubernetes-asyncio models, which
@@ -37,8 +44,13 @@ log = logging.getLogger("sd.informer")
 # returns the raw aiohttp response.
 ListCall = Callable[..., Awaitable[Any]]
 
+# Backoff: a failure after this long without one starts again from the initial delay.
 HEALTHY_RESET_SECONDS = 60.0
+# A watch shorter than this with no events is broken (a proxy or server that answers and
+# hangs up at once); retried immediately it would be thousands of requests a second.
+SHORT_WATCH_SECONDS = 1.0
 _EVENT_TYPES = frozenset({"ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"})
+MALFORMED_EVENT = "malformed_event"
 CONNECT_TIMEOUT_SECONDS = 10.0
 CHUNK = 100  # list items handled between yields to the event loop
 
@@ -63,12 +75,16 @@ class Handler(Protocol):
 
     def list_page(self, items: list[Any]) -> None: ...
     def list_done(self) -> None: ...  # the pages since relisting() are the whole collection
-    def event(self, kind: str, obj: Any) -> None: ...  # ADDED | MODIFIED | DELETED
+    def event(self, kind: str, obj: Any) -> None: ...  # ADDED | MODIFIED | DELETED | BOOKMARK
     def relisting(self, reason: str) -> None: ...  # a (re)list starts: "initial", "expired", "retry", ...
     def watching(self) -> None: ...  # a watch request was answered
     def watch_ended(self, reason: str) -> None: ...  # and is being restarted
     def failed(self, reason: str, message: str) -> None: ...  # a request failed; a partial list is void
     def report(self, where: str, reason: str, detail: str) -> None: ...  # bad data, skipped
+
+
+class Malformed(Exception):
+    """A watch line that cannot be trusted; the message says why."""
 
 
 class Expired(Exception):
@@ -115,18 +131,21 @@ class Informer:
         handler: Handler,
         settings: Settings,
         rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
         self._call = call
         self._handler = handler
         self._settings = settings
         self._rng = rng or random.Random()
-        self._backoff = Backoff(settings.backoff_initial_seconds, settings.backoff_max_seconds, self._rng)
+        self._clock = clock
+        self._backoff = Backoff(settings.backoff_initial_seconds, settings.backoff_max_seconds, self._rng, clock)
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=CONNECT_TIMEOUT_SECONDS, sock_connect=CONNECT_TIMEOUT_SECONDS,
             sock_read=settings.read_timeout_seconds,
         )
         self.resource_version = ""
+        self._malformed_at: str | None = None  # the version a bad line last followed
 
     async def run(self) -> None:
         """List and watch until cancelled."""
@@ -139,6 +158,15 @@ class Informer:
                     need_list = False
                 reason = await self._watch()
                 self._handler.watch_ended(reason)
+            except Malformed as exc:
+                self._handler.watch_ended(MALFORMED_EVENT)
+                if self._malformed_at == self.resource_version:
+                    # The server replayed the same bad line after the same version: it is
+                    # in its history and every re-watch from here would meet it. Relist.
+                    log.warning("relisting source=%r reason=%s detail=%r", self.name, MALFORMED_EVENT, str(exc))
+                    need_list, reason = True, MALFORMED_EVENT
+                self._malformed_at = self.resource_version
+                await self._fail(MALFORMED_EVENT, str(exc), None)
             except Expired as exc:
                 if need_list:  # the list itself expired mid-pagination: retry it, but not in a hot loop
                     await self._fail("expired", str(exc), None)
@@ -227,42 +255,50 @@ class Informer:
             timeout_seconds=int(self._rng.uniform(low, high)),
         )
         self._handler.watching()
+        started, received = self._clock(), 0
         try:
             pending = b""
             async for chunk in resp.content.iter_any():
                 lines = (pending + chunk).split(b"\n")
                 pending = lines.pop()
                 for line in lines:
-                    if line.strip() and not self._line(line):
-                        return "malformed_event"
+                    if line.strip():
+                        self._line(line)
+                        received += 1
         except asyncio.TimeoutError:
             return "read_timeout"
         finally:
             resp.release()
         if pending.strip():
             self._line(pending)
+            received += 1
+        if not received and self._clock() - started < SHORT_WATCH_SECONDS:
+            raise Failure("short_watch", f"watch ended within {SHORT_WATCH_SECONDS:g}s without any event or bookmark")
+        self._malformed_at = None
         return "closed"
 
-    def _line(self, line: bytes) -> bool:
-        """Apply one watch line; False when it cannot be trusted (re-watch from the last version)."""
+    def _line(self, line: bytes) -> None:
+        """Apply one watch line; raises Malformed when it cannot be trusted."""
         try:
             event = orjson.loads(line)
             kind = event["type"]
             obj = event["object"]
-            version = obj["metadata"]["resourceVersion"] if kind != "ERROR" else None
             if kind not in _EVENT_TYPES:
-                raise KeyError(f"unknown event type {kind!r}")
-        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-            self._handler.report(self.name, "malformed_event", f"{self.name}: watch line dropped, re-watching: {exc}: {line[:80]!r}")
-            return False
+                raise ValueError(f"unknown event type {kind!r}")
+            version = obj["metadata"]["resourceVersion"] if kind != "ERROR" else None
+            if kind != "ERROR" and (not isinstance(version, str) or not version):
+                raise ValueError(f"resourceVersion is not a non-empty string: {version!r}")
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            detail = f"{self.name}: watch line dropped after resourceVersion {self.resource_version!r}: {exc}: {line[:80]!r}"
+            self._handler.report(self.name, MALFORMED_EVENT, detail)
+            raise Malformed(detail) from None
         if kind == "ERROR":
             code = obj.get("code") if isinstance(obj, dict) else None
             message = obj.get("message", "") if isinstance(obj, dict) else repr(obj)
             if code == 410:
                 raise Expired(message)
             raise Failure(f"watch_error_{code}", f"watch ERROR event: {message}")
-        if kind != "BOOKMARK":
-            self._handler.event(kind, obj)
+        self._handler.event(kind, obj)
         self.resource_version = version
         return True
 

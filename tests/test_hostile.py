@@ -1,0 +1,120 @@
+"""Hostile input from the API side: poisoned watch history, watches that hang up at once,
+refused credentials. Each must be backed off (never a reconnect storm), must not freeze
+the targets, and must say why in /readyz, /metrics and the explain view.
+
+The real server process runs against the loopback API double.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from sdtest.factories import make_node
+from sdtest.helpers import FAST, Server, eventually
+from sdtest.kubeapi import FakeKubeAPI
+
+
+@pytest.fixture
+def api():
+    with FakeKubeAPI() as api:
+        yield api
+
+
+@pytest.fixture
+def config_file(tmp_path):
+    path = tmp_path / "sd.yaml"
+    path.write_text(FAST)
+    return str(path)
+
+
+def start(api: FakeKubeAPI, tmp_path, config_file: str, token: str | None = None) -> Server:
+    kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig", token=token)
+    return Server("--kubeconfig", kubeconfig, "--config", config_file)
+
+
+def kubelet_targets(srv: Server) -> set[str]:
+    resp = srv.get("/targets/kubelet")
+    assert resp.status_code == 200, resp.text
+    return {t for g in resp.json() for t in g["targets"]}
+
+
+def metric_sum(srv: Server, prefix: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in srv.get("/metrics").text.splitlines() if line.startswith(prefix))
+
+
+def node_watches(api: FakeKubeAPI) -> int:
+    return sum(1 for r in api.requests if r["watch"] and r["path"].endswith("/nodes"))
+
+
+BAD_LINES = {
+    "unknown event type": b'{"type":"EXPLODED","object":{"kind":"Node","metadata":{"name":"x","resourceVersion":"1"}}}',
+    "metadata is a list": b'{"type":"MODIFIED","object":{"kind":"Node","metadata":[]}}',
+    "object is null": b'{"type":"MODIFIED","object":null}',
+    "3000-deep nesting": b'{"type":"MODIFIED","object":' + b"[" * 3000 + b"]" * 3000 + b"}",
+    "invalid UTF-8": b'{"type":"MODIFIED","object":{"metadata":{"name":"\xff\xfe","resourceVersion":"9"}}}',
+    "Status without type": b'{"kind":"Status","apiVersion":"v1","status":"Failure","code":500}',
+}
+
+
+@pytest.mark.parametrize("line", BAD_LINES.values(), ids=BAD_LINES.keys())
+def test_a_bad_line_replayed_on_every_rewatch_is_backed_off_then_relisted_past(api, tmp_path, config_file, line):
+    api.add(make_node("n1", ["192.0.2.1"]))
+    with start(api, tmp_path, config_file) as srv:
+        srv.wait_healthy()
+        eventually(lambda: kubelet_targets(srv) == {"192.0.2.1:10250"}, what="first sync")
+        before = node_watches(api)
+        api.poison("Node", line)  # in the history: every watch from an older version replays it
+        api.add(make_node("n2", ["192.0.2.2"]))  # after the bad line: only a relist can bring it
+        eventually(lambda: kubelet_targets(srv) == {"192.0.2.1:10250", "192.0.2.2:10250"}, what="n2 via relist")
+        watches = node_watches(api) - before
+        assert watches <= 6, f"{watches} watch requests: re-watching was not backed off"
+        assert metric_sum(srv, 'kube_http_sd_relists_total{reason="malformed_event"') >= 1
+        assert metric_sum(srv, 'kube_http_sd_source_errors_total{reason="malformed_event"') >= 1
+        assert metric_sum(srv, 'kube_http_sd_skipped_total{reason="malformed_event"') >= 1
+        view = srv.get("/debug/sets/kubelet").json()
+        assert view["sources"][0]["last_error"]["reason"] == "malformed_event"
+        assert any(s["reason"] == "malformed_event" for s in view["skipped"])
+        assert "relisting" in srv.log() and "malformed_event" in srv.log()
+        # Once past the bad line, the watch carries changes again.
+        api.add(make_node("n3", ["192.0.2.3"]))
+        eventually(lambda: "192.0.2.3:10250" in kubelet_targets(srv), what="n3 via the watch")
+        assert srv.get("/readyz").status_code == 200
+
+
+def test_a_watch_that_ends_at_once_is_backed_off_and_shown(api, tmp_path, config_file):
+    api.add(make_node("n1", ["192.0.2.1"]))
+    with start(api, tmp_path, config_file) as srv:
+        srv.wait_healthy()
+        eventually(lambda: kubelet_targets(srv) == {"192.0.2.1:10250"}, what="first sync")
+        api.close_watches_at_once(10_000)
+        api.drop_streams()
+        before, t0 = node_watches(api), time.monotonic()
+        eventually(lambda: metric_sum(srv, 'kube_http_sd_source_errors_total{reason="short_watch"') >= 3,
+                   what="short watches counted as errors")
+        time.sleep(2)  # a fixed window to count requests in, not a wait for anything
+        rate = (node_watches(api) - before) / (time.monotonic() - t0)
+        # Backoff from 0.05 s doubling to 0.5 s: a few per second, not the ~1,500/s of a hot loop.
+        assert rate < 15, f"{rate:.0f} watch requests per second"
+        assert kubelet_targets(srv) == {"192.0.2.1:10250"}, "the last state stays served"
+        # Between retries the source is stale, and readiness says why (while staying 200:
+        # the last state is still served).
+        ready = eventually(lambda: (r := srv.get("/readyz")).status_code == 200 and "nodes: stale" in r.text and r,
+                           what="the stale source in /readyz")
+        assert "last error short_watch" in ready.text
+        api.close_watches_at_once(0)
+        api.add(make_node("n2", ["192.0.2.2"]))
+        eventually(lambda: "192.0.2.2:10250" in kubelet_targets(srv), what="recovery once watches stay open")
+
+
+def test_refused_credentials_are_the_reason_readyz_gives(tmp_path, config_file):
+    with FakeKubeAPI(tokens={"right"}) as api:
+        api.add(make_node("n1", ["192.0.2.1"]))
+        with start(api, tmp_path, config_file, token="wrong") as srv:
+            srv.wait_healthy()
+            ready = eventually(lambda: (r := srv.get("/readyz")).status_code == 503 and "unauthorized" in r.text and r,
+                               what="the 401 named in /readyz")
+            assert "waiting for first sync: fluentd, kubelet" in ready.text
+            assert "nodes: syncing, last error unauthorized" in ready.text
+            eventually(lambda: metric_sum(srv, 'kube_http_sd_source_errors_total{reason="unauthorized",source="nodes"') >= 1)
+            assert srv.get("/targets/kubelet").status_code == 503
