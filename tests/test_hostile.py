@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from sdtest.factories import make_node
+from sdtest.factories import make_node, with_ready
 from sdtest.helpers import FAST, Server, eventually
 from sdtest.kubeapi import FakeKubeAPI
 
@@ -118,3 +118,33 @@ def test_refused_credentials_are_the_reason_readyz_gives(tmp_path, config_file):
             assert "nodes: syncing, last error unauthorized" in ready.text
             eventually(lambda: metric_sum(srv, 'kube_http_sd_source_errors_total{reason="unauthorized",source="nodes"') >= 1)
             assert srv.get("/targets/kubelet").status_code == 503
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda n: n["status"].update(conditions="Ready"),
+        lambda n: n["status"]["addresses"][0].update(address="not-an-ip"),
+        lambda n: n.update(status=None),
+    ],
+    ids=["conditions a string", "address not an IP", "status null"],
+)
+def test_a_malformed_update_never_takes_a_served_target_away(api, tmp_path, config_file, mutate):
+    node = make_node("n1", ["192.0.2.1"])
+    api.add(node)
+    with start(api, tmp_path, config_file) as srv:
+        srv.wait_healthy()
+        eventually(lambda: kubelet_targets(srv) == {"192.0.2.1:10250"}, what="first sync")
+        bad = make_node("n1", ["192.0.2.1"])
+        mutate(bad)
+        api.modify(bad)
+        eventually(lambda: metric_sum(srv, "kube_http_sd_skipped_total{") >= 1, what="the bad update counted")
+        skipped = srv.get("/debug/sets/kubelet").json()["skipped"]
+        assert [s["object"] for s in skipped] == ["node/n1"]
+        assert "keeping the last good value" in skipped[0]["detail"]
+        api.add(make_node("n2", ["192.0.2.2"]))  # a later event: the bad one has been applied by now
+        eventually(lambda: "192.0.2.2:10250" in kubelet_targets(srv))
+        assert "192.0.2.1:10250" in kubelet_targets(srv)
+        # Well-formed data can still take it away.
+        api.modify(with_ready(make_node("n1", ["192.0.2.1"]), "False"))
+        eventually(lambda: kubelet_targets(srv) == {"192.0.2.2:10250"})

@@ -209,13 +209,89 @@ def test_changed_labels_or_conditions_are_not_taken_from_the_previous_record():
     assert len(parse_node(fewer, previous=first).labels) == 3
 
 
-def test_previous_record_does_not_hide_malformed_conditions():
+def test_malformed_conditions_in_an_update_keep_the_last_good_conditions():
     first = parse_node(make_node("n1"))
-    raw = make_node("n1")
+    raw = make_node("n1", ready="False")
     raw["status"]["conditions"][0] = "garbage"
     reports = Reports()
     parsed = parse_node(raw, reports, previous=first)
-    assert reports.reasons == [BAD_FIELD] and len(parsed.conditions) == len(first.conditions) - 1
+    # The list cannot be trusted, so not even its Ready=False entry is taken: only
+    # well-formed data may take a served target away.
+    assert reports.reasons == [BAD_FIELD] and "keeping the last good value" in reports[0][1]
+    assert parsed.conditions == first.conditions and parsed.ready == "True"
+
+
+def test_a_new_object_with_a_malformed_field_gets_the_well_formed_part():
+    raw = make_node("n1")
+    raw["status"]["conditions"].insert(0, "garbage")
+    node = parse_node(raw, Reports())
+    assert node.ready == "True" and len(node.conditions) == 4
+
+
+NODE_UPDATES = {
+    "conditions a string": lambda n: n["status"].update(conditions="Ready"),
+    "an address not an IP": lambda n: n["status"]["addresses"][0].update(address="not-an-ip"),
+    "addresses a map": lambda n: n["status"].update(addresses={"InternalIP": "192.0.2.1"}),
+    "status null": lambda n: n.update(status=None),
+    "status absent": lambda n: n.pop("status"),
+    "status a list": lambda n: n.update(status=[]),
+    "kubelet port a string": lambda n: n["status"]["daemonEndpoints"]["kubeletEndpoint"].update(Port="x"),
+    "labels not a map": lambda n: n["metadata"].update(labels=["a"]),
+    "a label value not a string": lambda n: n["metadata"]["labels"].update(zone=7),
+    "creationTimestamp garbage": lambda n: n["metadata"].update(creationTimestamp="yesterday"),
+    "spec a string": lambda n: n.update(spec="x"),
+}
+
+
+@pytest.mark.parametrize("mutate", NODE_UPDATES.values(), ids=NODE_UPDATES.keys())
+def test_a_malformed_field_in_a_node_update_keeps_the_previous_value(mutate):
+    first = parse_node(make_node("n1", ["192.0.2.1"], labels={"zone": "a"}, kubelet_port=10255))
+    raw = make_node("n1", ["192.0.2.1"], labels={"zone": "a"}, kubelet_port=10255)
+    mutate(raw)
+    reports = Reports()
+    assert parse_node(raw, reports, previous=first) == first
+    assert reports and set(reports.reasons) <= {BAD_FIELD, INVALID_IP}
+
+
+POD_UPDATES = {
+    "conditions a string": lambda p: p["status"].update(conditions="Ready"),
+    "a pod IP not an IP": lambda p: p["status"].update(podIPs=[{"ip": "192.0.2.5"}, {"ip": "x"}]),
+    "podIPs a string": lambda p: p["status"].update(podIPs="192.0.2.5"),
+    "status null": lambda p: p.update(status=None),
+    "phase a number": lambda p: p["status"].update(phase=3),
+    "containers a map": lambda p: p["spec"].update(containers={}),
+    "a port number a string": lambda p: p["spec"]["containers"][0]["ports"][0].update(containerPort="x"),
+    "ownerReferences a string": lambda p: p["metadata"].update(ownerReferences="x"),
+    "spec a list": lambda p: p.update(spec=[]),
+}
+
+
+@pytest.mark.parametrize("mutate", POD_UPDATES.values(), ids=POD_UPDATES.keys())
+def test_a_malformed_field_in_a_pod_update_keeps_the_previous_value(mutate):
+    first = parse_pod(make_pod("f1", ["192.0.2.5", "2001:db8::5"], port_name="monitor", port=24231))
+    raw = make_pod("f1", ["192.0.2.5", "2001:db8::5"], port_name="monitor", port=24231)
+    mutate(raw)
+    reports = Reports()
+    assert parse_pod(raw, reports, previous=first) == first
+    assert reports and set(reports.reasons) <= {BAD_FIELD, INVALID_IP}
+
+
+def test_well_formed_changes_still_apply_next_to_a_malformed_field():
+    first = parse_node(make_node("n1", ["192.0.2.1"], labels={"zone": "a"}))
+    raw = make_node("n1", ["192.0.2.1"], labels={"zone": "b"}, ready="False")
+    raw["status"]["addresses"][0]["address"] = "garbage"
+    node = parse_node(raw, Reports(), previous=first)
+    assert node.ready == "False" and dict(node.labels)["zone"] == "b"  # taken: well-formed
+    assert node.addresses == first.addresses  # kept: malformed
+
+
+@pytest.mark.parametrize("value", ["fd00::5%eth0", "2001:db8::5%1", "fe80::1%eth0"])
+def test_scoped_ipv6_addresses_are_never_targets(value):
+    reports = Reports()
+    assert normalize_ip(value, "pod/ns/p: status.podIPs[0].ip", reports) is None
+    assert reports.reasons == ["scoped_ip"]
+    pod = parse_pod(make_pod("f1", [value, "2001:db8::5"]), Reports())
+    assert pod.pod_ips == ("2001:db8::5",)
 
 
 def test_pod_reuses_previous_labels():

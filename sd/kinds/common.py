@@ -4,7 +4,8 @@ readiness reasons, and tolerant readers for raw API fields.
 Kind modules (``nodes.py``, ``pods.py``) build on these and never re-implement them:
 one ``sanitize``, one label/labelpresent helper, one ``hostport`` that brackets IPv6,
 one IP normalization. Nothing here raises on malformed input: bad fields are skipped
-and reported through ``Report``.
+and reported through ``Report``, and ``Fields`` lets a kind keep a malformed field's
+last good value, so that only well-formed data changes what is served.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ Report = Callable[[str, str], None]
 INVALID_IP = "invalid_ip"
 UNSPECIFIED_IP = "unspecified_ip"
 LINK_LOCAL_IP = "link_local_ip"
+SCOPED_IP = "scoped_ip"
 BAD_FIELD = "bad_field"
 BAD_OBJECT = "bad_object"
 
@@ -119,6 +121,7 @@ class Record(Protocol):
 
 
 R = TypeVar("R", bound=Record)
+T = TypeVar("T")
 
 
 class Kind(Generic[R]):
@@ -203,6 +206,10 @@ def _canonical(value: str) -> tuple[str | None, str, str]:
         ip = ipaddress.ip_address(value)
     except ValueError:
         return None, INVALID_IP, f"not an IP: {value!r}"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id is not None:
+        # "fd00::5%eth0": the zone only means something on the host that wrote it, and kept
+        # it would make a second target for fd00::5 and put a '%' into __address__.
+        return None, SCOPED_IP, f"scoped address {value!r} (with a zone id) is not a target"
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     if ip.is_unspecified:
@@ -213,6 +220,54 @@ def _canonical(value: str) -> tuple[str | None, str, str]:
 
 
 # -- tolerant field readers ------------------------------------------------------------
+
+# Reports that mean "this field is malformed" (as opposed to an IP we do not use).
+_MALFORMED = frozenset({BAD_FIELD, INVALID_IP})
+
+
+class Fields:
+    """The report for one parse, remembering whether the field being read was malformed.
+
+    Read a field with this as the report, then pass the result to ``take``: a malformed
+    field of an object we already know gives the previous record's value instead (a new
+    object gets the well-formed part). A malformed section (``spec: "x"``; ``status``
+    null or absent, which the API server never sends) makes every field read from it
+    malformed.
+    """
+
+    __slots__ = ("_report", "previous", "_bad", "_bad_sections")
+
+    def __init__(self, report: Report, previous: Any) -> None:
+        self._report, self.previous = report, previous
+        self._bad = False
+        self._bad_sections: tuple[str, ...] = ()
+
+    def __call__(self, reason: str, detail: str) -> None:
+        if reason in _MALFORMED:
+            self._bad = True
+            if self.previous is not None:
+                detail += "; keeping the last good value"
+        self._report(reason, detail)
+
+    def section(self, raw: Mapping[str, Any], field: str, where: str, required: bool = False) -> dict:
+        """A top-level object (``spec``, ``status``); ``{}`` when it is absent and not
+        ``required``, ``{}`` (reported, and the section marked malformed) when it is bad."""
+        value = raw.get(field)
+        if isinstance(value, dict):
+            return value
+        if value is None and not required:
+            return {}
+        self(BAD_FIELD, f"{where}: {field}: expected an object, got {preview(value)}")
+        self._bad = False
+        self._bad_sections += (field,)
+        return {}
+
+    def take(self, value: T, attr: str, section: str = "") -> T:
+        """``value``, or the previous record's ``attr`` when the field (or its section) was malformed."""
+        bad = self._bad or section in self._bad_sections
+        self._bad = False
+        return getattr(self.previous, attr) if bad and self.previous is not None else value
+
 
 
 def get_dict(obj: Mapping[str, Any], field: str, where: str = "", report: Report | None = None, path: str = "") -> dict | None:
@@ -232,6 +287,15 @@ def get_list(obj: Mapping[str, Any], field: str, where: str, report: Report, pat
         return value
     report(BAD_FIELD, f"{where}: {path or field}: expected a list, got {preview(value)}")
     return []
+
+
+def text(obj: Mapping[str, Any], field: str, where: str, report: Report, path: str = "") -> str:
+    """A string field; "" when absent; "" (reported) when it is not a string."""
+    value = obj.get(field)
+    if value is None or isinstance(value, str):
+        return value or ""
+    report(BAD_FIELD, f"{where}: {path or field}: expected a string, got {preview(value)}")
+    return ""
 
 
 def get_str(obj: Mapping[str, Any] | None, field: str) -> str:

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sd.kinds.common import BAD_FIELD, BAD_OBJECT, META, READINESS_WHY
-from sd.kinds.common import Kind, Port, Report
-from sd.kinds.common import add_pairs, conditions, field_reader, get_dict, get_list, get_str, ignore, is_ip
+from sd.kinds.common import Fields, Kind, Port, Report
+from sd.kinds.common import add_pairs, conditions, field_reader, get_dict, get_list, get_str, ignore, is_ip, text
 from sd.kinds.common import normalize_ip, object_labels, port_number, preview, readiness, sanitize, timestamp
 
 NODE_NAME = META + "node_name"
@@ -74,20 +74,24 @@ class Nodes(Kind[NodeRecord]):
             report(BAD_OBJECT, f"node: object without metadata.name skipped: {preview(raw)}")
             return None
         where = f"node/{name}"
-        status = get_dict(raw, "status", where, report) or {}
-        conds = conditions(status, where, report, previous.conditions if previous else None)
-        spec = get_dict(raw, "spec", where, report) or {}
+        f = Fields(report, previous)
+        status = f.section(raw, "status", where, required=True)
+        conds = f.take(conditions(status, where, f, previous.conditions if previous else None), "conditions", "status")
+        addresses = f.take(_addresses(status, where, f), "addresses", "status")
+        ports = f.take(_kubelet_port(status, where, f), "ports", "status")
+        spec = f.section(raw, "spec", where)
+        provider_id = f.take(text(spec, "providerID", where, f, "spec.providerID"), "provider_id", "spec")
         return NodeRecord(
             name=name,
             uid=get_str(meta, "uid"),
-            created=timestamp(meta, "creationTimestamp", where, report),
+            created=f.take(timestamp(meta, "creationTimestamp", where, f), "created"),
             terminating=meta.get("deletionTimestamp") is not None,
             ready=dict(conds).get("Ready", ""),
             conditions=conds,
-            addresses=_addresses(status, where, report),
-            labels=object_labels(meta, where, report, previous.labels if previous else None),
-            provider_id=get_str(spec, "providerID"),
-            ports=_kubelet_port(status, where, report),
+            addresses=addresses,
+            labels=f.take(object_labels(meta, where, f, previous.labels if previous else None), "labels"),
+            provider_id=provider_id,
+            ports=ports,
         )
 
     def exclude(self, record: NodeRecord, require_ready: bool) -> str | None:

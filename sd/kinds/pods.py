@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from sd.kinds.common import BAD_FIELD, BAD_OBJECT, META, READINESS_WHY
-from sd.kinds.common import Kind, Port, Report
+from sd.kinds.common import Fields, Kind, Port, Report
 from sd.kinds.common import add_pairs, conditions, field_reader, get_dict, get_list, get_str, ignore
-from sd.kinds.common import normalize_ip, object_labels, port_number, preview, readiness, timestamp
+from sd.kinds.common import normalize_ip, object_labels, port_number, preview, readiness, text, timestamp
 
 NAMESPACE = META + "namespace"
 POD_NAME = META + "pod_name"
@@ -58,6 +58,10 @@ class PodRecord:
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
 
+    @property
+    def controller(self) -> tuple[str, str]:
+        return self.controller_kind, self.controller_name
+
     def ips(self, address_types: tuple[str, ...] = ()) -> tuple[str, ...]:
         return self.pod_ips
 
@@ -99,25 +103,31 @@ class Pods(Kind[PodRecord]):
             report(BAD_OBJECT, f"pod: object without metadata.name/namespace skipped: {preview(raw)}")
             return None
         where = f"pod/{namespace}/{name}"
-        status = get_dict(raw, "status", where, report) or {}
-        spec = get_dict(raw, "spec", where, report) or {}
-        host_ip = status.get("hostIP")
-        owner_kind, owner_name = _controller(meta, where, report)
+        f = Fields(report, previous)
+        status = f.section(raw, "status", where, required=True)
+        ready = f.take(dict(conditions(status, where, f, None)).get("Ready", ""), "ready", "status")
+        phase = f.take(_intern(text(status, "phase", where, f, "status.phase")), "phase", "status")
+        host_ip = f.take(text(status, "hostIP", where, f, "status.hostIP"), "host_ip", "status")
+        pod_ips = f.take(_pod_ips(status, where, f), "pod_ips", "status")
+        spec = f.section(raw, "spec", where)
+        node_name = f.take(text(spec, "nodeName", where, f, "spec.nodeName"), "node_name", "spec")
+        ports = f.take(_container_ports(spec, where, f), "ports", "spec")
+        controller_kind, controller_name = f.take(_controller(meta, where, f), "controller")
         return PodRecord(
             namespace=_intern(namespace),
             name=name,
             uid=get_str(meta, "uid"),
-            created=timestamp(meta, "creationTimestamp", where, report),
+            created=f.take(timestamp(meta, "creationTimestamp", where, f), "created"),
             terminating=meta.get("deletionTimestamp") is not None,
-            ready=dict(conditions(status, where, report, None)).get("Ready", ""),
-            phase=_intern(get_str(status, "phase")),
-            node_name=get_str(spec, "nodeName"),
-            host_ip=host_ip if isinstance(host_ip, str) else "",
-            pod_ips=_pod_ips(status, where, report),
-            labels=object_labels(meta, where, report, previous.labels if previous else None),
-            controller_kind=_intern(owner_kind),
-            controller_name=owner_name,
-            ports=_container_ports(spec, where, report),
+            ready=ready,
+            phase=phase,
+            node_name=node_name,
+            host_ip=host_ip,
+            pod_ips=pod_ips,
+            labels=f.take(object_labels(meta, where, f, previous.labels if previous else None), "labels"),
+            controller_kind=_intern(controller_kind),
+            controller_name=controller_name,
+            ports=ports,
         )
 
     def exclude(self, record: PodRecord, require_ready: bool) -> str | None:
