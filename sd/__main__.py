@@ -24,6 +24,7 @@ import urllib.request  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Awaitable, Callable, Sequence  # noqa: E402
 
+import yaml  # noqa: E402
 from kubernetes_asyncio.config import ConfigException  # noqa: E402
 
 from sd._table import table  # noqa: E402
@@ -224,8 +225,15 @@ async def _run(
     if cluster is not None:
         try:
             api = await api_client(cluster)
-        except (ConfigException, OSError, ValueError) as exc:
-            return _fail(f"{cluster}: cannot load: {exc}", 1)
+        except (ConfigException, OSError, ValueError, TypeError, KeyError, AttributeError, yaml.YAMLError) as exc:
+            # kubernetes-asyncio's loader raises whatever a malformed file makes it hit;
+            # every one of them is "this file is not a usable kubeconfig".
+            detail = " ".join(str(exc).split())
+            if isinstance(exc, yaml.YAMLError):
+                detail = f"not valid YAML: {detail}"
+            elif isinstance(exc, (TypeError, KeyError, AttributeError)):
+                detail = f"not a kubeconfig ({type(exc).__name__}: {detail})"
+            return _fail(f"{cluster}: cannot load: {detail}", 1)
         log.info("watching cluster=%r sources=%s", str(cluster), [f.name for f in feeds])
         for feed in feeds:
             src = feed.source

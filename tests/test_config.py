@@ -210,3 +210,33 @@ def test_kind_field_lists_match_what_the_api_double_accepts():
 
     assert set(nodes.KIND.fields) == set(kubeapi._NODE_FIELDS)
     assert set(pods.KIND.fields) == set(kubeapi._POD_FIELDS)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "key"),
+    [
+        ("targets:\n  kubelet:\n    source: nodes\n    port: 1\n  kubelet:\n    source: pods\n    port: 2\n", 5, "kubelet"),
+        ("kubernetes:\n  page_size: 5\n  page_size: 6\n", 3, "page_size"),
+    ],
+    ids=["duplicate set name", "duplicate setting"],
+)
+def test_duplicate_keys_are_an_error_with_the_line(tmp_path, text, line, key):
+    path = tmp_path / "dup.yaml"
+    path.write_text(text)
+    result = run_cli("check-config", "--config", str(path))
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"{path}: line {line}, column 3: not valid YAML: duplicate key {key!r} (first at line {line - 3 if key == 'kubelet' else line - 1})"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("garbage: [\n", "not valid YAML: while parsing a flow node"), ("[1, 2]\n", "not a kubeconfig (TypeError")],
+    ids=["not YAML", "not a mapping"],
+)
+def test_a_malformed_kubeconfig_is_one_line_naming_the_file(tmp_path, content, message):
+    kubeconfig = tmp_path / "kc"
+    kubeconfig.write_text(content)
+    result = run_cli("serve", "--listen", "127.0.0.1:0", "--kubeconfig", str(kubeconfig))
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"kube-http-sd: kubeconfig {kubeconfig}: cannot load: {message}")

@@ -143,3 +143,9 @@ async def test_healthz_fails_when_the_sources_task_ends():
                 assert loop.time() < deadline, resp.text
                 await asyncio.sleep(0.01)
     assert resp.text == "background task stopped: sources\n"
+
+
+def test_a_trailing_slash_is_a_404_never_a_redirect_to_the_host_header(server):
+    resp = httpx.get(server.base + "/targets/kubelet/", headers={"Host": "attacker.invalid"}, follow_redirects=False)
+    assert resp.status_code == 404 and "location" not in resp.headers
+    assert resp.json()["error"] == "no route '/targets/kubelet/'; see / for the target sets"

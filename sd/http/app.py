@@ -131,6 +131,9 @@ def create_app(
     if server.debug:
         routes.append(Route("/debug/sets/{name}", debug_set))
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error}, lifespan=lifespan)
+    # Starlette would answer /targets/kubelet/ with a redirect built from the request's Host
+    # header: a redirect to wherever the client (or an attacker) says. A 404 says what is wrong.
+    app.router.redirect_slashes = False
     if server.bearer_token_file or server.basic_auth_username:
         app.add_middleware(Auth, settings=server)
     app.add_middleware(RequestMetrics, metrics=metrics)
