@@ -247,7 +247,7 @@ async def _run(
 
     try:
         app = create_app(sets, metrics, background if tasks else None, server=config.server)
-        await serve(app, sock, config.server)
+        await serve(app, sock, config.server, lambda ok: metrics.tls_reloads.labels("ok" if ok else "failed").inc())
     finally:
         if prober is not None:
             await prober.aclose()

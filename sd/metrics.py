@@ -43,6 +43,9 @@ class Metrics:
         self.restarts = Counter(
             PREFIX + "watch_restarts_total", "Watch streams restarted, by reason.", ["source", "reason"], registry=r
         )
+        self.tls_reloads = Counter(
+            PREFIX + "tls_reloads_total", "Certificate reloads after the files changed, by result.", ["result"], registry=r
+        )
         self.renders = Counter(PREFIX + "renders_total", "Target set bodies rendered.", ["set"], registry=r)
         self.render_seconds = Histogram(
             PREFIX + "render_duration_seconds",

@@ -280,3 +280,31 @@ def test_reachable_mode_serves_the_primary_until_something_answers(tmp_path):
         srv.wait_healthy()
         eventually(lambda: len(srv.get("/debug/sets/fluentd").json()["probes"]) == 1, what="probed")
         assert [g["targets"] for g in srv.get("/targets/fluentd").json()] == [[f"[::1]:{port}"]]
+
+
+def test_a_certificate_written_before_its_key_never_breaks_https(tmp_path):
+    old_ca, new_ca = trustme.CA(), trustme.CA()
+    old, new = old_ca.issue_cert("127.0.0.1"), new_ca.issue_cert("127.0.0.1")
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    old.cert_chain_pems[0].write_to_path(str(cert))
+    old.private_key_pem.write_to_path(str(key))
+    old_ca.cert_pem.write_to_path(str(tmp_path / "old-ca.pem"))
+    new_ca.cert_pem.write_to_path(str(tmp_path / "new-ca.pem"))
+    config = tmp_path / "sd.yaml"
+    config.write_text(f"server:\n  tls_cert_file: {cert}\n  tls_key_file: {key}\n")
+    with Server("--snapshot", SNAPSHOT, "--config", str(config)) as srv:
+        base = srv.base.replace("http://", "https://")
+        trust_old = ssl.create_default_context(cafile=str(tmp_path / "old-ca.pem"))
+        trust_new = ssl.create_default_context(cafile=str(tmp_path / "new-ca.pem"))
+        eventually(lambda: httpx.get(base + "/healthz", verify=trust_old, timeout=5).status_code == 200, timeout=15)
+        # A rotation that writes the certificate first: for a while it does not match the key.
+        new.cert_chain_pems[0].write_to_path(str(cert))
+        eventually(lambda: "TLS reload failed" in srv.log(), what="the mismatched pair refused")
+        for _ in range(5):  # every new handshake still gets the previous, working pair
+            assert httpx.get(base + "/healthz", verify=trust_old, timeout=5).status_code == 200
+        metrics = httpx.get(base + "/metrics", verify=trust_old, timeout=5).text
+        assert 'kube_http_sd_tls_reloads_total{result="failed"} 1.0' in metrics
+        new.private_key_pem.write_to_path(str(key))
+        eventually(lambda: httpx.get(base + "/healthz", verify=trust_new, timeout=5).status_code == 200,
+                   what="the new pair once the key matches")
+        assert srv.log().count("TLS reload failed") == 1, "a bad pair is logged once, not at every check"

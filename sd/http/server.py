@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import ssl
+from typing import Callable
 
 import uvicorn
 from starlette.applications import Starlette
@@ -15,7 +16,7 @@ from sd.config import ServerSettings
 
 log = logging.getLogger("sd.http")
 
-TLS_CHECK_SECONDS = 5.0
+TLS_CHECK_SECONDS = 1.0  # two stat() calls a second: cheap, and renewals show up at once
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -50,14 +51,33 @@ def format_address(sock: socket.socket) -> str:
 
 
 class TlsFiles:
-    """One SSLContext whose certificate chain is reloaded when the files change;
-    new handshakes use the new certificate, open connections keep theirs."""
+    """HTTPS from a certificate and key file pair, reloaded when the files change.
 
-    def __init__(self, cert_file: str, key_file: str) -> None:
+    The server listens with one fixed context whose SNI callback hands each new
+    handshake the current pair's context. A changed pair is loaded into a *new*
+    context and swapped in only when it loads, so a certificate written before its
+    key (or a wrong key) never breaks HTTPS: the previous pair stays in use until a
+    matching pair is on disk. Open connections keep what they negotiated.
+    """
+
+    def __init__(self, cert_file: str, key_file: str, on_reload: Callable[[bool], None] = lambda ok: None) -> None:
         self.cert_file, self.key_file = cert_file, key_file
-        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self._on_reload = on_reload
         self._stamp = self._stat()
-        self.context.load_cert_chain(cert_file, key_file)
+        self._failed: object = None  # the stamp of a pair that did not load; retried once it changes
+        self.current = self._load()
+        self.context = self._load()
+        self.context.sni_callback = self._select
+
+    def _load(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert_file, self.key_file)
+        return context
+
+    def _select(self, connection: ssl.SSLObject, server_name: str | None, context: ssl.SSLContext) -> None:
+        # Called for every ClientHello, with or without SNI.
+        if self.current is not context:
+            connection.context = self.current
 
     def _stat(self) -> tuple[float, ...]:
         return tuple(x for f in (self.cert_file, self.key_file) for x in (os.stat(f).st_mtime_ns, os.stat(f).st_size))
@@ -65,15 +85,28 @@ class TlsFiles:
     def reload_if_changed(self) -> bool:
         try:
             stamp = self._stat()
-            if stamp == self._stamp:
-                return False
-            self.context.load_cert_chain(self.cert_file, self.key_file)
-        except (OSError, ssl.SSLError) as exc:
-            log.error("TLS reload failed, keeping the previous certificate cert=%s detail=%r", self.cert_file, str(exc))
+        except OSError as exc:  # mid-rotation, a file may be missing for a moment
+            return self._failure("unreadable", exc)
+        if stamp in (self._stamp, self._failed):
             return False
-        self._stamp = stamp
+        try:
+            context = self._load()
+        except (OSError, ssl.SSLError) as exc:
+            return self._failure(stamp, exc)
+        self.current, self._stamp, self._failed = context, stamp, None
+        self._on_reload(True)
         log.info("TLS certificate reloaded cert=%s", self.cert_file)
         return True
+
+    def _failure(self, key: object, exc: Exception) -> bool:
+        if key != self._failed:  # once per bad pair, not at every check
+            log.error(
+                "TLS reload failed, keeping the previous certificate cert=%s key=%s detail=%r",
+                self.cert_file, self.key_file, str(exc),
+            )
+            self._on_reload(False)
+        self._failed = key
+        return False
 
     async def watch(self) -> None:
         while True:
@@ -81,9 +114,14 @@ class TlsFiles:
             self.reload_if_changed()
 
 
-async def serve(app: Starlette, sock: socket.socket, server: ServerSettings = ServerSettings()) -> None:
+async def serve(
+    app: Starlette,
+    sock: socket.socket,
+    server: ServerSettings = ServerSettings(),
+    on_tls_reload: Callable[[bool], None] = lambda ok: None,
+) -> None:
     """Run uvicorn on ``sock`` (HTTPS when configured) until SIGINT/SIGTERM (graceful shutdown)."""
-    tls = TlsFiles(server.tls_cert_file, server.tls_key_file) if server.tls_cert_file else None
+    tls = TlsFiles(server.tls_cert_file, server.tls_key_file, on_tls_reload) if server.tls_cert_file else None
     config = uvicorn.Config(
         app,
         log_config=None,
