@@ -83,6 +83,7 @@ class ServerSettings:
     bearer_token_file: str = ""  # require `Authorization: Bearer <file contents>`
     basic_auth_username: str = ""  # require HTTP basic auth with this user...
     basic_auth_password_file: str = ""  # ...and the password in this file
+    write_timeout_seconds: float = 30.0  # close a connection that takes no response bytes for this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,7 +235,8 @@ class _Validator:
             username = ""
         if bool(username) != bool(files["basic_auth_password_file"]):
             self.bad(f"{path}.basic_auth_username", "basic_auth_username and basic_auth_password_file go together")
-        return ServerSettings(debug=debug, basic_auth_username=username, **files)
+        write_timeout = self.number(raw, path, "write_timeout_seconds", 30.0, 0.1, 3600)
+        return ServerSettings(debug=debug, basic_auth_username=username, write_timeout_seconds=write_timeout, **files)
 
     def kube(self, raw: Any, path: str) -> KubeSettings:
         d = KubeSettings()

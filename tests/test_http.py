@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 
 import httpx
 import pytest
-from sdtest.helpers import ROOT, Server
+from sdtest.factories import make_node
+from sdtest.helpers import ROOT, Server, eventually
 
 SNAPSHOT = str(ROOT / "examples" / "cluster.json")
 
@@ -149,3 +151,28 @@ def test_a_trailing_slash_is_a_404_never_a_redirect_to_the_host_header(server):
     resp = httpx.get(server.base + "/targets/kubelet/", headers={"Host": "attacker.invalid"}, follow_redirects=False)
     assert resp.status_code == 404 and "location" not in resp.headers
     assert resp.json()["error"] == "no route '/targets/kubelet/'; see / for the target sets"
+
+
+def test_a_client_that_stops_reading_is_disconnected_after_the_write_timeout(tmp_path):
+    nodes = [dict(make_node(f"n{i}", [f"127.1.{i // 250}.{i % 250 + 1}"]), kind="Node") for i in range(12000)]
+    snapshot = tmp_path / "big.json"
+    snapshot.write_text(json.dumps({"kind": "List", "items": nodes}))
+    config = tmp_path / "sd.yaml"
+    config.write_text("server:\n  write_timeout_seconds: 1\n")
+    with Server("--snapshot", str(snapshot), "--config", str(config)) as srv:
+        srv.wait_healthy()
+        size = len(srv.get("/targets/kubelet").content)
+        assert size > 8_000_000, "the body must not fit into the socket buffers"
+        stalled = socket.socket()
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect(("127.0.0.1", srv.port))
+        stalled.sendall(b"GET /targets/kubelet HTTP/1.1\r\nHost: x\r\n\r\n")
+        eventually(lambda: "closing a connection that stopped reading" in srv.log(), what="the stalled client dropped")
+        # Others are served meanwhile, and the stalled one finds its connection closed short of the body.
+        assert len(srv.get("/targets/kubelet").content) == size
+        received = 0
+        stalled.settimeout(10)
+        while chunk := stalled.recv(1 << 20):
+            received += len(chunk)
+        stalled.close()
+        assert 0 < received < size

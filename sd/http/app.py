@@ -21,7 +21,7 @@ from starlette.routing import Route
 from sd.config import ServerSettings
 from sd.http.middleware import Auth, RequestMetrics
 from sd.http.pages import explain_text, index_text, readyz_text
-from sd.http.responses import error, etag_matches
+from sd.http.responses import BodyResponse, error, etag_matches
 from sd.metrics import Metrics
 from sd.targets import Renderer, TargetSet
 
@@ -68,7 +68,7 @@ def create_app(
         headers = {"ETag": etag, "Cache-Control": "no-cache"}
         if etag_matches(request.headers.get("if-none-match"), etag):
             return Response(status_code=304, headers=headers)
-        return Response(body, media_type="application/json", headers=headers)
+        return BodyResponse(body, headers, server.write_timeout_seconds)
 
     tasks: list[asyncio.Task[None]] = []
 

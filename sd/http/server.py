@@ -114,6 +114,14 @@ class TlsFiles:
             self.reload_if_changed()
 
 
+class _IncompleteByDesign(logging.Filter):
+    """uvicorn logs an error when a response ends unfinished; BodyResponse ends one that way
+    on purpose, to close a connection that stopped reading, and has already said why."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "ASGI callable returned without completing response."
+
+
 async def serve(
     app: Starlette,
     sock: socket.socket,
@@ -130,6 +138,7 @@ async def serve(
         timeout_graceful_shutdown=5,
         ssl_context_factory=(lambda cfg, default: tls.context) if tls else None,
     )
+    logging.getLogger("uvicorn.error").addFilter(_IncompleteByDesign())
     log.info("listening address=%s scheme=%s", format_address(sock), "https" if tls else "http")
     watcher = asyncio.create_task(tls.watch()) if tls else None
     try:
