@@ -28,8 +28,8 @@ import yaml  # noqa: E402
 from kubernetes_asyncio.config import ConfigException  # noqa: E402
 
 from sd._table import table  # noqa: E402
-from sd.config import Config, ConfigError, IPFamilyPolicy, load_config  # noqa: E402
-from sd.feed import Feed, load_snapshot, plan  # noqa: E402
+from sd.config import ConfigError, load_config  # noqa: E402
+from sd.feed import Feed  # noqa: E402
 from sd.http.app import create_app  # noqa: E402
 from sd.http.server import bind_socket, parse_listen, serve  # noqa: E402
 from sd.kinds.common import IP_FAMILY_LABEL  # noqa: E402
@@ -39,8 +39,8 @@ from sd.kube.client import ClusterConfig, NoClusterConfig, api_client, find_clus
 from sd.kube.informer import Informer  # noqa: E402
 from sd.kube.snapshot import SnapshotError  # noqa: E402
 from sd.metrics import Metrics  # noqa: E402
-from sd.probe import Prober  # noqa: E402
-from sd.targets import INSTANCE, TargetSet  # noqa: E402
+from sd.service import Service  # noqa: E402
+from sd.targets import INSTANCE  # noqa: E402
 
 log = logging.getLogger("sd")
 
@@ -172,19 +172,14 @@ def _serve(args: argparse.Namespace) -> int:
         return _fail(str(exc), 2)
 
     metrics = Metrics()
-    prober = _prober(config)
-    sets = {name: TargetSet(sc, prober) for name, sc in config.targets.items()}
-    if prober is not None:
-        reachable = [ts for ts in sets.values() if ts.prober is not None]
-        prober.on_change = lambda key: [ts.refresh(key) for ts in reachable]
-    feeds = plan(config, sets, metrics)
+    service = Service(config, metrics, args.snapshot)
     cluster = None
     if args.snapshot:
         try:
-            load_snapshot(args.snapshot, feeds)
+            service.load_snapshot()
         except SnapshotError as exc:
             return _fail(str(exc), 2)
-        log.info("snapshot loaded file=%s targets=%s", args.snapshot, {n: len(s) for n, s in sets.items()})
+        log.info("snapshot loaded file=%s targets=%s", args.snapshot, {n: len(s) for n, s in service.sets.items()})
     else:
         try:
             cluster = find_cluster(args.kubeconfig)
@@ -198,29 +193,15 @@ def _serve(args: argparse.Namespace) -> int:
     # handler to decide; this one makes that a normal exit (status 0).
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
     try:
-        return asyncio.run(_run(sets, feeds, metrics, config, sock, cluster, prober))
+        return asyncio.run(_run(service, metrics, sock, cluster, args.config))
     except KeyboardInterrupt:
         return 0
 
 
-def _prober(config: Config) -> Prober | None:
-    if not any(sc.ip_family is IPFamilyPolicy.REACHABLE for sc in config.targets.values()):
-        return None
-    p = config.probe
-    return Prober(interval=p.interval_seconds, timeout=p.timeout_seconds, concurrency=p.concurrency)
-
-
-async def _run(
-    sets: dict[str, TargetSet],
-    feeds: list[Feed],
-    metrics: Metrics,
-    config: Config,
-    sock: socket.socket,
-    cluster: ClusterConfig | None,
-    prober: Prober | None,
-) -> int:
-    """Serve until stopped, with the informers (unless serving a snapshot) and the prober running."""
-    tasks: list[Callable[[], Awaitable[None]]] = []
+async def _run(service: Service, metrics: Metrics, sock: socket.socket, cluster: ClusterConfig | None, path: str | None) -> int:
+    """Serve until stopped, with the informers (unless serving a snapshot) and the prober running;
+    SIGHUP reloads the config (and the snapshot)."""
+    config = service.config
     api = None
     if cluster is not None:
         try:
@@ -234,23 +215,37 @@ async def _run(
             elif isinstance(exc, (TypeError, KeyError, AttributeError)):
                 detail = f"not a kubeconfig ({type(exc).__name__}: {detail})"
             return _fail(f"{cluster}: cannot load: {detail}", 1)
-        log.info("watching cluster=%r sources=%s", str(cluster), [f.name for f in feeds])
-        for feed in feeds:
-            src = feed.source
-            call = list_call(api, *src.api_method, src.label_selector, src.field_selector)
-            tasks.append(Informer(feed.name, call, feed, config.kubernetes).run)
-    if prober is not None:
-        tasks.append(prober.run)
+        log.info("watching cluster=%r sources=%s", str(cluster), [str(s) for s in service.feeds])
+
+    def informer(feed: Feed) -> Callable[[], Awaitable[None]]:
+        src = feed.source
+        call = list_call(api, *src.api_method, src.label_selector, src.field_selector)
+        return Informer(feed.name, call, feed, config.kubernetes).run
 
     async def background() -> None:
-        await asyncio.gather(*(task() for task in tasks))
+        await service.run(informer if api is not None else None)
 
+    app = create_app(service.sets, metrics, background, server=config.server)
+
+    def reload() -> None:
+        try:
+            new = load_config(path)
+            service.reload(new)
+        except (ConfigError, SnapshotError) as exc:
+            problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
+            for problem in problems:
+                log.error("config reload refused, keeping the running config: %s", problem)
+            metrics.config_reloads.labels("failed").inc()
+            metrics.config_reload_ok.set(0)
+            return
+        app.state.renderer.adopt()
+        metrics.config_reloads.labels("ok").inc()
+        metrics.config_reload_ok.set(1)
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
     try:
-        app = create_app(sets, metrics, background if tasks else None, server=config.server)
         await serve(app, sock, config.server, lambda ok: metrics.tls_reloads.labels("ok" if ok else "failed").inc())
     finally:
-        if prober is not None:
-            await prober.aclose()
         if api is not None:
             await api.close()
     return 0

@@ -55,14 +55,19 @@ class Source:
         return self.kind.api_list_namespaced, self.namespace
 
 
-def plan(config: Config, sets: dict[str, TargetSet], metrics: Metrics) -> list[Feed]:
-    """One feed per distinct source, each wired to the sets that read it."""
+def plan_sources(config: Config, sets: dict[str, TargetSet]) -> dict[Source, list[TargetSet]]:
+    """Each distinct source the config needs, with the sets that read it."""
     readers: dict[Source, list[TargetSet]] = {}
     for name, sc in config.targets.items():
         for ns in sc.namespaces or (None,):
             src = Source(KINDS[sc.source], ns, sc.label_selector, sc.field_selector)
             readers.setdefault(src, []).append(sets[name])
-    return [Feed(src, readers_, metrics) for src, readers_ in readers.items()]
+    return readers
+
+
+def plan(config: Config, sets: dict[str, TargetSet], metrics: Metrics) -> list[Feed]:
+    """One feed per distinct source, each wired to the sets that read it."""
+    return [Feed(src, readers, metrics) for src, readers in plan_sources(config, sets).items()]
 
 
 def load_snapshot(path: str | Path, feeds: list[Feed]) -> None:
@@ -106,6 +111,19 @@ class Feed:
         self._event_counters = {t: metrics.events.labels(self.kind.name, t) for t in _EVENT_TYPES}
         for ts in sets:
             ts.add_source(self.status)
+
+    def read_by(self, sets: list[TargetSet]) -> None:
+        """From now on feed ``sets`` (a config reload). A set new to this source gets the
+        source's current objects at once, so it is ready as soon as it renders."""
+        current = [r for key in self._keys if (r := self.sets[0].record(key)) is not None] if self.sets else []
+        for ts in sets:
+            if ts in self.sets:
+                continue
+            ts.add_source(self.status)
+            if self.status.synced:
+                ts.replace(current, set())
+                ts.source_synced()
+        self.sets = sets
 
     # -- bad data ----------------------------------------------------------------------
 

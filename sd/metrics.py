@@ -8,9 +8,9 @@ each written in one place, so the pure core never imports prometheus_client.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -46,6 +46,13 @@ class Metrics:
         self.tls_reloads = Counter(
             PREFIX + "tls_reloads_total", "Certificate reloads after the files changed, by result.", ["result"], registry=r
         )
+        self.config_reloads = Counter(
+            PREFIX + "config_reloads_total", "Config reloads (SIGHUP), by result.", ["result"], registry=r
+        )
+        self.config_reload_ok = Gauge(
+            PREFIX + "config_last_reload_successful", "1 if the last config reload applied, 0 if it was refused.", registry=r
+        )
+        self.config_reload_ok.set(1)
         self.renders = Counter(PREFIX + "renders_total", "Target set bodies rendered.", ["set"], registry=r)
         self.render_seconds = Histogram(
             PREFIX + "render_duration_seconds",
@@ -65,9 +72,9 @@ class Metrics:
             registry=r,
         )
 
-    def watch_sets(self, sets: Iterable[TargetSet]) -> None:
-        """Report the sets' state, and their sources', at every scrape."""
-        self.registry.register(_StateCollector(list(sets)))
+    def watch_sets(self, sets: Mapping[str, TargetSet]) -> None:
+        """Report the state of the sets in ``sets`` (as it is at each scrape), and their sources'."""
+        self.registry.register(_StateCollector(sets))
 
     def rendered(self, set_name: str, seconds: float) -> None:
         self.renders.labels(set_name).inc()
@@ -75,7 +82,7 @@ class Metrics:
 
 
 class _StateCollector(Collector):
-    def __init__(self, sets: list[TargetSet]) -> None:
+    def __init__(self, sets: Mapping[str, TargetSet]) -> None:
         self._sets = sets
 
     def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
@@ -105,7 +112,7 @@ class _StateCollector(Collector):
             labels=["source"],
         )
         sources = {}
-        for ts in self._sets:
+        for ts in list(self._sets.values()):
             stats = ts.stats()
             for (family, result), count in stats.probes.items():
                 probes.add_metric([ts.name, family, result], count)

@@ -339,8 +339,13 @@ class Renderer:
         self.sets = sets
         self._on_render = on_render  # (set name, seconds) after each render
         self._wake = asyncio.Event()
-        for ts in sets.values():
+        self.adopt()
+
+    def adopt(self) -> None:
+        """Watch the sets now in ``sets`` (after a config reload), and render any that changed."""
+        for ts in self.sets.values():
             ts.on_dirty = self._wake.set
+        self._wake.set()
 
     def render_all(self) -> None:
         for ts in self.sets.values():

@@ -11,21 +11,8 @@ import time
 
 import pytest
 from sdtest.factories import make_node, with_ready
-from sdtest.helpers import FAST, Server, eventually
+from sdtest.helpers import Server, eventually
 from sdtest.kubeapi import FakeKubeAPI
-
-
-@pytest.fixture
-def api():
-    with FakeKubeAPI() as api:
-        yield api
-
-
-@pytest.fixture
-def config_file(tmp_path):
-    path = tmp_path / "sd.yaml"
-    path.write_text(FAST)
-    return str(path)
 
 
 def start(api: FakeKubeAPI, tmp_path, config_file: str, token: str | None = None) -> Server:

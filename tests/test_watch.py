@@ -10,22 +10,8 @@ from collections import Counter
 
 import pytest
 from sdtest.factories import make_node, make_pod, with_ready
-from sdtest.helpers import FAST, Sampler, Server, eventually, free_port
+from sdtest.helpers import Sampler, Server, eventually, free_port
 from sdtest.kubeapi import FakeKubeAPI
-
-
-
-@pytest.fixture
-def api():
-    with FakeKubeAPI() as api:
-        yield api
-
-
-@pytest.fixture
-def config_file(tmp_path):
-    path = tmp_path / "sd.yaml"
-    path.write_text(FAST)
-    return str(path)
 
 
 @pytest.fixture

@@ -44,7 +44,7 @@ def create_app(
 ) -> Starlette:
     """The ASGI app. ``background`` (the sources) runs for the app's lifetime."""
     renderer = Renderer(sets, metrics.rendered)
-    metrics.watch_sets(sets.values())
+    metrics.watch_sets(sets)
 
     def lookup(request: Request) -> TargetSet | Response:
         """The set named in the path, or the 404 to answer."""
@@ -134,6 +134,7 @@ def create_app(
     # Starlette would answer /targets/kubelet/ with a redirect built from the request's Host
     # header: a redirect to wherever the client (or an attacker) says. A 404 says what is wrong.
     app.router.redirect_slashes = False
+    app.state.renderer = renderer
     if server.bearer_token_file or server.basic_auth_username:
         app.add_middleware(Auth, settings=server)
     app.add_middleware(RequestMetrics, metrics=metrics)

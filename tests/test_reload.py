@@ -1,0 +1,117 @@
+"""SIGHUP reloads the configuration, as Prometheus users expect: a valid file is applied
+keeping the state of what did not change; an invalid one is refused and logged, and the
+process keeps running on the old one."""
+
+from __future__ import annotations
+
+import json
+import signal
+import textwrap
+
+import pytest
+from sdtest.factories import make_node
+from sdtest.helpers import FAST, Server, eventually
+from sdtest.kubeapi import FakeKubeAPI
+
+KUBELET_ONLY = FAST + textwrap.dedent(
+    """
+    targets:
+      kubelet:
+        source: nodes
+        port: 10250
+        port_name: kubelet
+    """
+)
+
+
+@pytest.fixture
+def running(api, tmp_path):
+    """The server on KUBELET_ONLY (its config file, to rewrite), synced with two nodes."""
+    api.add_many([make_node("n1", ["192.0.2.1"], labels={"pool": "a"}), make_node("n2", ["192.0.2.2"], labels={"pool": "b"})])
+    config = tmp_path / "sd.yaml"
+    config.write_text(KUBELET_ONLY)
+    kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
+    with Server("--kubeconfig", kubeconfig, "--config", str(config)) as srv:
+        srv.wait_healthy()
+        eventually(lambda: srv.get("/readyz").status_code == 200, what="first sync")
+        yield srv, config
+
+
+def lists(api: FakeKubeAPI, selector: str = "") -> int:
+    return sum(
+        1 for r in api.requests if not r["watch"] and r["path"].endswith("/nodes") and r["query"].get("labelSelector", "") == selector
+    )
+
+
+def reload(srv: Server, count: int) -> None:
+    srv.proc.send_signal(signal.SIGHUP)
+    eventually(lambda: srv.log().count("config reload") >= count, what=f"reload {count} handled")
+
+
+def metric(srv: Server, name: str) -> float:
+    for line in srv.get("/metrics").text.splitlines():
+        if line.split(" ")[0] == name:
+            return float(line.rsplit(" ", 1)[1])
+    raise KeyError(name)
+
+
+def test_sighup_applies_a_new_config_keeping_unchanged_sets_and_sources(api, running):
+    srv, config = running
+    kubelet = srv.get("/targets/kubelet")
+    assert srv.get("/targets/fluentd").status_code == 404
+    assert lists(api) == 1
+
+    config.write_text(KUBELET_ONLY + (
+        "  kubelet-https:\n"      # reads the same source as kubelet: no new watch
+        "    source: nodes\n"
+        "    port: 10250\n"
+        "    scheme: https\n"
+        "  pool-a:\n"             # a new source: listed and watched
+        "    source: nodes\n"
+        "    port: 9100\n"
+        "    label_selector: pool=a\n"
+    ))
+    reload(srv, 1)
+    assert "config reloaded sets=kubelet,kubelet-https,pool-a kept=kubelet" in srv.log()
+    # The unchanged set kept its state: the same bytes and ETag, no relist of its source.
+    again = srv.get("/targets/kubelet")
+    assert again.content == kubelet.content and again.headers["etag"] == kubelet.headers["etag"]
+    # A set on a source already running is filled from it at once.
+    https = eventually(lambda: (r := srv.get("/targets/kubelet-https")).status_code == 200 and r.json())
+    assert sorted(g["targets"][0] for g in https) == ["192.0.2.1:10250", "192.0.2.2:10250"]
+    assert all(g["labels"]["__scheme__"] == "https" for g in https)
+    pool = eventually(lambda: (r := srv.get("/targets/pool-a")).status_code == 200 and r.json(), what="pool-a synced")
+    assert [g["targets"][0] for g in pool] == ["192.0.2.1:9100"]
+    assert lists(api) == 1 and lists(api, "pool=a") == 1
+    assert metric(srv, "kube_http_sd_config_last_reload_successful") == 1.0
+
+    # A set removed from the file is no longer served, and its source stops.
+    config.write_text(KUBELET_ONLY)
+    reload(srv, 2)
+    assert srv.get("/targets/pool-a").status_code == 404
+    api.add(make_node("n3", ["192.0.2.3"], labels={"pool": "a"}))
+    eventually(lambda: len(srv.get("/targets/kubelet").json()) == 3, what="the kept set still follows the watch")
+    assert lists(api, "pool=a") == 1
+
+
+def test_sighup_with_an_invalid_config_keeps_the_running_one(running):
+    srv, config = running
+    before = srv.get("/targets/kubelet").content
+    config.write_text(KUBELET_ONLY.replace("port: 10250", "port: 0"))
+    reload(srv, 1)
+    assert f"config reload refused, keeping the running config: {config}: targets.kubelet.port: must be 1-65535, got 0" in srv.log()
+    assert srv.proc.poll() is None
+    assert srv.get("/targets/kubelet").content == before
+    assert metric(srv, "kube_http_sd_config_last_reload_successful") == 0.0
+    assert metric(srv, 'kube_http_sd_config_reloads_total{result="failed"}') == 1.0
+
+
+def test_sighup_rereads_the_snapshot(tmp_path):
+    snapshot = tmp_path / "cluster.json"
+    snapshot.write_text(json.dumps({"kind": "NodeList", "items": [make_node("n1", ["192.0.2.1"])]}))
+    with Server("--snapshot", str(snapshot)) as srv:
+        srv.wait_healthy()
+        assert [g["targets"][0] for g in srv.get("/targets/kubelet").json()] == ["192.0.2.1:10250"]
+        snapshot.write_text(json.dumps({"kind": "NodeList", "items": [make_node("n2", ["192.0.2.2"])]}))
+        reload(srv, 1)
+        eventually(lambda: [g["targets"][0] for g in srv.get("/targets/kubelet").json()] == ["192.0.2.2:10250"])
