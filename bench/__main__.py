@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bench.harness import PYSPY, T_START, Context, MachineLoad, Sizes, log, print_table
-from bench.scenarios import event_throughput, freshness, initial_sync, memory, serving
+from bench.scenarios import event_throughput, freshness, initial_sync, memory, serving, sharding
 
 SCENARIOS: dict[str, Callable[[Context], None]] = {
     "initial_sync": initial_sync.run,
@@ -32,6 +32,7 @@ SCENARIOS: dict[str, Callable[[Context], None]] = {
     "serving": serving.run,
     "freshness": freshness.run,
     "memory": memory.run,
+    "sharding": sharding.run,
 }
 
 

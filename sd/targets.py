@@ -13,7 +13,7 @@ import asyncio
 import hashlib
 import io
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
@@ -43,6 +43,18 @@ class _Fragment(NamedTuple):
     start: int
     end: int
     digest: int  # blake2b-128 of the group's JSON, as an int
+
+
+# Shard counts whose shard bodies are kept per render, least recently asked evicted: a
+# client walking through many values of N costs CPU, never memory beyond this many
+# partitions of the body (each the size of one body in all).
+SHARD_COUNTS_KEPT = 2
+
+
+def hashmod(value: str, modulus: int) -> int:
+    """Prometheus' relabel action ``hashmod``: md5 of the value, its last 8 bytes as a
+    big-endian unsigned integer, modulo ``modulus`` (model/relabel/relabel.go)."""
+    return int.from_bytes(hashlib.md5(value.encode()).digest()[8:], "big") % modulus
 
 
 def select_ips(ips: tuple[str, ...], family: IPFamilyPolicy) -> tuple[str, ...]:
@@ -109,6 +121,8 @@ class TargetSet:
         self.etag = _etag(0)
         self.renders = 0
         self.dirty = False
+        self._rendered: list[_Fragment] = []  # the groups of ``body``, in body order
+        self._shards: OrderedDict[int, list[tuple[bytes, str]]] = OrderedDict()  # N → (body, etag) per shard
         self.sources: list[SourceStatus] = []  # read-only here: their feeds write them
         self.on_dirty: Callable[[], None] = lambda: None
 
@@ -223,6 +237,7 @@ class TargetSet:
         old = memoryview(self.body)
         buf = io.BytesIO()
         buf.write(b"[")
+        rendered = []
         for key, target, ip, start, end, digest in sorted(fragments.values()):
             if start < 0:
                 group = self._group(winners[ip], ip, target)
@@ -234,18 +249,47 @@ class TargetSet:
                 group_view = old[start:end]
                 start = buf.tell()
                 buf.write(group_view)
-            fragments[ip] = _Fragment(key, target, ip, start, buf.tell(), digest)
+            fragments[ip] = fragment = _Fragment(key, target, ip, start, buf.tell(), digest)
+            rendered.append(fragment)
             buf.write(b",")
         if fragments:
             buf.seek(-1, io.SEEK_CUR)
         buf.write(b"]")
         del old
         self.body = buf.getvalue()  # shares the buffer: no copy
+        self._rendered = rendered
+        self._shards.clear()
         # The body is the sorted set of groups, so the (order-free) sum of their
         # digests identifies it: no hashing of megabytes per render.
         self.etag = _etag(self._digest_sum)
         self.renders += 1
         return True
+
+    def shard(self, shards: int, shard: int) -> tuple[bytes, str]:
+        """(body, ETag) of the groups whose target ``t`` has ``hashmod(t, shards) == shard``:
+        a share of the last rendered body, labels and order unchanged. All ``shards`` bodies
+        are cut from the body's spans together, at most once per render and shard count."""
+        parts = self._shards.get(shards)
+        if parts is None:
+            parts = self._split(shards)
+            self._shards[shards] = parts
+            while len(self._shards) > SHARD_COUNTS_KEPT:
+                self._shards.popitem(last=False)
+        else:
+            self._shards.move_to_end(shards)
+        return parts[shard]
+
+    def _split(self, shards: int) -> list[tuple[bytes, str]]:
+        body = memoryview(self.body)
+        spans: list[list[memoryview]] = [[] for _ in range(shards)]
+        sums = [0] * shards
+        for fragment in self._rendered:
+            i = hashmod(fragment.target, shards)
+            spans[i].append(body[fragment.start : fragment.end])
+            sums[i] += fragment.digest
+        return [
+            (b"[" + b",".join(spans[i]) + b"]", _etag(sums[i], f"-{shards}.{i}")) for i in range(shards)
+        ]
 
     # -- read-only views --------------------------------------------------------------
 
@@ -326,8 +370,8 @@ class TargetSet:
         return len(self._fragments)
 
 
-def _etag(digest_sum: int) -> str:
-    return '"%032x"' % (digest_sum % (1 << 128))
+def _etag(digest_sum: int, suffix: str = "") -> str:
+    return '"%032x%s"' % (digest_sum % (1 << 128), suffix)
 
 
 class Renderer:

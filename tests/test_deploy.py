@@ -866,3 +866,35 @@ def test_dockerfile_healthcheck_passes_against_the_running_image_command(running
     code = cmd[2].replace(f"127.0.0.1:{APP_PORT}", f"127.0.0.1:{server.port}")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=10)
     assert result.returncode == 0, result.stderr
+
+
+# ------------------------------------------------------------------------ sharding
+
+
+SHARDED_OPERATOR_DIR = DEPLOY / "prometheus-operator-sharded"
+SHARDED_PROMETHEUS_CONFIG = REPO / "config" / "prometheus-sharded.yml"
+
+
+def test_sharded_scrapeconfigs_differ_from_the_base_only_in_the_shard_urls():
+    base = {d["metadata"]["name"]: d for d in kustomize_build(OPERATOR_DIR)}
+    sharded = {d["metadata"]["name"]: d for d in kustomize_build(SHARDED_OPERATOR_DIR)}
+    assert sharded.keys() == base.keys()
+    for name, doc in sharded.items():
+        if doc["kind"] != "ScrapeConfig":
+            assert doc == base[name]
+            continue
+        (sd,) = doc["spec"]["httpSDConfigs"]
+        (original,) = base[name]["spec"]["httpSDConfigs"]
+        # $(SHARD) is what the operator's config-reloader expands, in its own keep rule too.
+        assert sd["url"] == original["url"] + "?shards=2&shard=$(SHARD)"
+        assert {**doc["spec"], "httpSDConfigs": [original]} == base[name]["spec"]
+
+
+def test_the_hand_sharded_prometheus_config_is_valid_and_reads_shard_urls(tmp_path):
+    promtool = require_tool("promtool", "apt-get install prometheus")
+    result = subprocess.run([promtool, "check", "config", "--syntax-only", str(SHARDED_PROMETHEUS_CONFIG)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    config = yaml.safe_load(SHARDED_PROMETHEUS_CONFIG.read_text())
+    urls = [sd["url"] for job in config["scrape_configs"] for sd in job.get("http_sd_configs", [])]
+    assert urls and all(url.endswith("?shards=2&shard=0") for url in urls)
+    assert {target_set_of(url.split("?")[0]) for url in urls} == target_sets()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import socket
 
@@ -176,3 +177,71 @@ def test_a_client_that_stops_reading_is_disconnected_after_the_write_timeout(tmp
             received += len(chunk)
         stalled.close()
         assert 0 < received < size
+
+
+# -- sharded serving -----------------------------------------------------------------
+
+
+def prometheus_hashmod(value: str, modulus: int) -> int:
+    """relabel.go HashMod, written here from its definition: md5, last 8 bytes, big-endian."""
+    return int.from_bytes(hashlib.md5(value.encode()).digest()[8:], "big") % modulus
+
+
+def test_hashmod_matches_prometheus_relabel_tests():
+    from sd.targets import hashmod
+
+    assert hashmod("baz", 1000) == 976  # model/relabel/relabel_test.go
+    assert hashmod("foo\nbar", 1000) == 734
+
+
+@pytest.mark.parametrize("set_name", ["kubelet", "fluentd"])
+@pytest.mark.parametrize("shards", [1, 2, 3, 7, 16])
+def test_shards_are_disjoint_complete_and_hashmod_exact(server, set_name, shards):
+    full = server.get(f"/targets/{set_name}").json()
+    seen = []
+    for shard in range(shards):
+        resp = server.get(f"/targets/{set_name}?shards={shards}&shard={shard}")
+        assert resp.status_code == 200 and resp.headers["content-type"] == "application/json"
+        groups = resp.json()
+        for group in groups:  # bracketed IPv6 hashes as the bracketed string, as __address__ is
+            assert prometheus_hashmod(group["targets"][0], shards) == shard
+        assert groups == [g for g in full if g in groups], "a shard keeps the full body's order"
+        seen += groups
+    assert sorted(map(json.dumps, seen)) == sorted(map(json.dumps, full))
+
+
+def test_each_shard_has_its_own_etag_304_and_head(server):
+    tags = set()
+    for shard in range(3):
+        path = f"/targets/fluentd?shards=3&shard={shard}"
+        resp = server.get(path)
+        tags.add(resp.headers["etag"])
+        assert server.get(path, headers={"If-None-Match": resp.headers["etag"]}).status_code == 304
+        head = httpx.head(server.base + path, timeout=5)
+        assert head.status_code == 200 and int(head.headers["content-length"]) == len(resp.content)
+    tags.add(server.get("/targets/fluentd").headers["etag"])
+    assert len(tags) == 4
+    assert server.get("/targets/fluentd?shards=3&shard=0").content == server.get("/targets/fluentd?shard=0&shards=3").content
+
+
+@pytest.mark.parametrize(
+    ("query", "says"),
+    [
+        ("shards=3", "go together"),
+        ("shard=0", "go together"),
+        ("shards=x&shard=0", "not integers"),
+        ("shards=3&shard=1.0", "not integers"),
+        ("shards=-1&shard=0", "not integers"),
+        ("shards=0&shard=0", "out of range"),
+        ("shards=1025&shard=0", "out of range"),
+        ("shards=3&shard=3", "out of range"),
+    ],
+)
+def test_bad_shard_parameters_are_a_json_400(server, query, says):
+    resp = server.get(f"/targets/kubelet?{query}")
+    assert resp.status_code == 400 and resp.headers["content-type"] == "application/json"
+    assert says in resp.json()["error"] and "1 <= N <= 1024" in resp.json()["error"]
+
+
+def test_unrelated_query_parameters_are_ignored(server):
+    assert server.get("/targets/kubelet?foo=bar").content == server.get("/targets/kubelet").content

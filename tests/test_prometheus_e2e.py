@@ -16,6 +16,7 @@ Needs Debian's `prometheus` (scripts/test.sh installs it); without it these test
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 from collections import Counter
 from dataclasses import dataclass
@@ -320,3 +321,62 @@ def test_prometheus_keeps_targets_while_server_answers_503_then_converges(tmp_pa
         after = {("kubelet", "127.0.0.41:10250"), ("kubelet", "127.0.0.44:10250"), ("fluentd", "127.0.0.45:24231")}
         prom.eventually(lambda: addresses(prom) == after, "Prometheus converges to the new state", extra=srv2.log)
         assert {t["labels"]["instance"] for t in prom.active_targets("kubelet")} == {"n-a", "n-c"}
+
+
+def test_prometheus_shards_reading_shard_urls_discover_what_hashmod_keeps(tmp_path):
+    """N jobs that read the full body and keep their share with the usual hashmod rule
+    discover exactly what N jobs reading ?shards=N&shard=I discover. Every scrape goes to
+    the loopback discard port: the targets themselves (documentation addresses) are never
+    contacted."""
+    shards = 3
+    items = [dict(make_node(f"n{i}", [f"127.0.1.{i + 1}"]), kind="Node") for i in range(30)]
+    items += [dict(make_pod(f"f{i}", [f"198.51.100.{i + 1}", f"2001:db8::{i + 1:x}"]), kind="Pod") for i in range(15)]
+    snapshot = tmp_path / "cluster.json"
+    snapshot.write_text(json.dumps({"kind": "List", "items": items}))
+    to_loopback = [
+        {"source_labels": ["__address__"], "target_label": "instance"},
+        {"target_label": "__address__", "replacement": "127.0.0.1:9"},
+    ]
+    jobs = []
+    with Server("--snapshot", str(snapshot)) as server:
+        server.wait_healthy()
+        for set_name in ("kubelet", "fluentd"):
+            for i in range(shards):
+                keep = [
+                    {"source_labels": ["__address__"], "modulus": shards, "target_label": "__tmp_hash", "action": "hashmod"},
+                    {"source_labels": ["__tmp_hash"], "regex": str(i), "action": "keep"},
+                ]
+                jobs.append({
+                    "job_name": f"{set_name}-full-{i}",
+                    "http_sd_configs": [{"url": f"{server.base}/targets/{set_name}", "refresh_interval": "1s"}],
+                    "relabel_configs": copy.deepcopy(keep + to_loopback),  # no YAML aliases
+                })
+                jobs.append({
+                    "job_name": f"{set_name}-shard-{i}",
+                    "http_sd_configs": [{"url": f"{server.base}/targets/{set_name}?shards={shards}&shard={i}", "refresh_interval": "1s"}],
+                    "relabel_configs": copy.deepcopy(keep + to_loopback),  # keeps all of it, as the contract promises
+                })
+        config = {"global": {"scrape_interval": "1m", "scrape_timeout": "1s"}, "scrape_configs": jobs}
+        with Prometheus(config, tmp_path / "prometheus") as prom:
+            prom.wait_ready()
+
+            def discovered() -> dict[str, set[str]]:
+                out: dict[str, set[str]] = {job["job_name"]: set() for job in jobs}
+                for target in prom.active_targets():
+                    # The original address, kept in instance before the rewrite to loopback
+                    # (this Prometheus shows the rewritten one in discoveredLabels too).
+                    out[target["scrapePool"]].add(target["labels"]["instance"])
+                return out
+
+            expected = {"kubelet": 30, "fluentd": 30}
+            pools = prom.eventually(
+                lambda: (d := discovered())
+                and all(sum(len(d[f"{s}-{kind}-{i}"]) for i in range(shards)) == n for s, n in expected.items() for kind in ("full", "shard"))
+                and d,
+                "every job discovered its share", 30, extra=lambda: repr({k: len(v) for k, v in discovered().items()}),
+            )
+            for set_name in expected:
+                for i in range(shards):
+                    assert pools[f"{set_name}-shard-{i}"] == pools[f"{set_name}-full-{i}"], (set_name, i)
+                    assert pools[f"{set_name}-shard-{i}"], "each shard has targets at this size"
+            assert any(t.startswith("[2001:db8::") for i in range(shards) for t in pools[f"fluentd-shard-{i}"])

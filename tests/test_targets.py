@@ -10,7 +10,7 @@ from sd.config import default_config
 from sd.kinds import nodes, pods
 from sd.kinds.common import sanitize
 from sd.status import SourceStatus
-from sd.targets import TargetSet, select_ips
+from sd.targets import SHARD_COUNTS_KEPT, TargetSet, select_ips
 
 parse_node, parse_pod = nodes.KIND.parse, pods.KIND.parse
 
@@ -226,3 +226,22 @@ def test_rendered_groups_are_spans_of_one_body():
     assert ts.body != first
     spans = sorted((f[3], f[4]) for f in ts._fragments.values())
     assert [orjson.loads(ts.body[a:b]) for a, b in spans] == groups(ts)
+
+
+def test_shard_bodies_are_cut_once_per_render_and_only_two_shard_counts_are_kept():
+    ts = TargetSet(KUBELET)
+    for i in range(1, 30):
+        ts.upsert(parse_node(make_node(f"n{i}", [f"192.0.2.{i}"])))
+    ts.render()
+    first = ts.shard(4, 1)
+    assert ts.shard(4, 1)[0] is first[0], "cut once per render"
+    for n in (2, 3, 5, 6):
+        ts.shard(n, 0)
+    assert len(ts._shards) == SHARD_COUNTS_KEPT
+    # A change shows in the shards after the next render, never before it.
+    ts.delete("n1")
+    assert b"192.0.2.1:" in b"".join(ts.shard(2, i)[0] for i in range(2))
+    ts.render()
+    assert b"192.0.2.1:" not in b"".join(ts.shard(2, i)[0] for i in range(2))
+    union = [g for i in range(2) for g in orjson.loads(ts.shard(2, i)[0])]
+    assert sorted(union, key=orjson.dumps) == sorted(groups(ts), key=orjson.dumps)

@@ -35,6 +35,26 @@ def _report_stop(task: asyncio.Task[None]) -> None:
         log.error("background task stopped task=%s", task.get_name(), exc_info=task.exception())
 
 
+MAX_SHARDS = 1024
+
+
+def _shard_params(request: Request) -> tuple[int, int] | None | Response:
+    """(shards, shard) from ``?shards=N&shard=I``, None without them, or the 400 to answer."""
+    query = request.query_params
+    shards, shard = query.get("shards"), query.get("shard")
+    if shards is None and shard is None:
+        return None
+    allowed = f"shards=N&shard=I with integers 1 <= N <= {MAX_SHARDS} and 0 <= I < N"
+    if shards is None or shard is None:
+        return error(400, f"shards and shard go together: {allowed}")
+    if not all(v.isascii() and v.isdigit() for v in (shards, shard)):
+        return error(400, f"not integers: shards={shards!r} shard={shard!r}; {allowed}")
+    n, i = int(shards), int(shard)
+    if not 1 <= n <= MAX_SHARDS or not 0 <= i < n:
+        return error(400, f"out of range: shards={n} shard={i}; {allowed}")
+    return n, i
+
+
 def create_app(
     sets: dict[str, TargetSet],
     metrics: Metrics,
@@ -64,7 +84,12 @@ def create_app(
                 f"target set {name!r} is waiting for its first full list from: {waiting}",
                 {"Retry-After": RETRY_AFTER_SECONDS},
             )
+        selected = _shard_params(request)
+        if isinstance(selected, Response):
+            return selected
         body, etag = ts.body, ts.etag
+        if selected is not None:
+            body, etag = ts.shard(*selected)
         headers = {"ETag": etag, "Cache-Control": "no-cache"}
         if etag_matches(request.headers.get("if-none-match"), etag):
             return Response(status_code=304, headers=headers)
