@@ -3,7 +3,7 @@
     .venv/bin/python -m bench [--quick] [--only NAME[,NAME]] [--runs N] [--json FILE] [--profile DIR]
 
 (from the repository root). Scenarios: initial_sync, event_throughput, serving, freshness,
-memory. Every number comes from real processes: the server (`python -m sd serve`) and the
+memory, sharding. Every number comes from real processes: the server (`python -m sd serve`) and the
 baselines run as subprocesses against the loopback Kubernetes API double (sdtest/kubeapi.py,
 running in this process). Each scenario reports the median of --runs runs (per-run ratios to a
 baseline measured in the same run, then their median). Nothing is asserted: the table says
