@@ -32,6 +32,13 @@ class IPFamilyPolicy(StrEnum):
     REACHABLE = "reachable"  # the families whose metrics endpoint answers a probe
 
 
+class StreamingList(StrEnum):
+    """How a source (re)lists: a streaming list (WatchList) where the server has it, or pages."""
+
+    AUTO = "auto"
+    OFF = "off"
+
+
 class Scheme(StrEnum):
     HTTP = "http"
     HTTPS = "https"
@@ -47,6 +54,7 @@ class KubeSettings:
     read_timeout_seconds: float = 120.0
     backoff_initial_seconds: float = 0.8
     backoff_max_seconds: float = 30.0
+    streaming_list: StreamingList = StreamingList.AUTO
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,7 +263,10 @@ class _Validator:
         maximum = self.number(raw, path, "backoff_max_seconds", d.backoff_max_seconds, 0.001, 3600)
         if initial > maximum:
             self.bad(f"{path}.backoff_initial_seconds", f"must not exceed backoff_max_seconds ({maximum}), got {initial}")
+        if isinstance(raw.get("streaming_list"), bool):  # YAML 1.1 reads a bare `off` as false
+            raw = {**raw, "streaming_list": "auto" if raw["streaming_list"] else "off"}
         return KubeSettings(
+            streaming_list=self.choice(raw, path, "streaming_list", StreamingList, StreamingList.AUTO),
             page_size=int(self.number(raw, path, "page_size", d.page_size, 1, 100_000, integer=True)),
             watch_timeout_seconds=(float(timeouts[0]), float(timeouts[1])),
             read_timeout_seconds=self.number(raw, path, "read_timeout_seconds", d.read_timeout_seconds, 0.1, 3600),

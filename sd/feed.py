@@ -158,9 +158,9 @@ class Feed:
 
     # -- lists and events ----------------------------------------------------------------
 
-    def relisting(self, reason: str) -> None:
-        """A (re)list starts."""
-        self.metrics.relists.labels(self.name, reason).inc()
+    def relisting(self, reason: str, method: str = "paginated") -> None:
+        """A (re)list starts: why, and how ("streaming" or "paginated"; a snapshot is neither)."""
+        self.metrics.relists.labels(self.name, reason, method).inc()
         self.status.relists += 1
         self.status.listing = True
         self.status.listed_objects = self.status.listed_pages = 0
@@ -174,6 +174,12 @@ class Feed:
             if record is not None:
                 pending.append(record)
         self.status.listed_pages += 1
+
+    def list_fallback(self, why: str, message: str) -> None:
+        """The streaming list of this attempt is off (the server refused or ignored it)."""
+        self._pending = []
+        self.metrics.list_fallbacks.labels(self.name, why).inc()
+        self.status.listing = False
 
     def list_done(self) -> None:
         records, self._pending = self._pending, []

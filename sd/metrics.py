@@ -33,7 +33,18 @@ class Metrics:
         self.events = Counter(
             PREFIX + "watch_events_total", "Watch events received, by resource and type.", ["resource", "type"], registry=r
         )
-        self.relists = Counter(PREFIX + "relists_total", "Full lists of a source, by reason.", ["source", "reason"], registry=r)
+        self.relists = Counter(
+            PREFIX + "relists_total",
+            "Full lists of a source, by reason and method (streaming: a watch with sendInitialEvents; paginated).",
+            ["source", "reason", "method"],
+            registry=r,
+        )
+        self.list_fallbacks = Counter(
+            PREFIX + "streaming_list_fallbacks_total",
+            "Streaming lists given up for a paginated one, by why (rejected_422, rejected_400, ignored).",
+            ["source", "reason"],
+            registry=r,
+        )
         self.source_errors = Counter(
             PREFIX + "source_errors_total",
             "Failed list/watch requests and untrustworthy streams, by source and reason (each is backed off).",

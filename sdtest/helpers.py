@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -138,3 +139,20 @@ class Sampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(10)
+
+
+def metric_sum(srv: "Server", selector: str) -> float:
+    """Sum of the /metrics samples matching ``selector``, written like a series' start:
+    ``name`` or ``name{label="value",...`` (labels in any order; unnamed labels match any)."""
+    name, _, rest = selector.partition("{")
+    wanted = dict(re.findall(r'(\w+)="([^"]*)"', rest))
+    total = 0.0
+    for line in srv.get("/metrics").text.splitlines():
+        if line.startswith("#") or not line.startswith(name):
+            continue
+        series, _, value = line.rpartition(" ")
+        sample, _, labels = series.partition("{")
+        have = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        if sample == name and all(have.get(k) == v for k, v in wanted.items()):
+            total += float(value)
+    return total

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import bisect
+import contextlib
 import functools
 import re
 import ssl
@@ -79,6 +79,7 @@ _REASONS = {
     405: "MethodNotAllowed",
     409: "Conflict",
     410: "Expired",
+    422: "Invalid",
     429: "TooManyRequests",
     500: "InternalError",
     503: "ServiceUnavailable",
@@ -439,6 +440,14 @@ class FakeKubeAPI:
         self._objects: dict[tuple[str, str, str], _Version] = {}  # (kind, ns, name)
         self._hist: list[_Event | _RawEvent] = []  # events with rv in (_floor, _rv], contiguous
         self._instant_closes = 0  # watch requests still to answer 200 and end at once
+        # Streaming lists (KEP-3157): "on" validates and serves them like a 1.34+ apiserver;
+        # "off" refuses sendInitialEvents with the 422 a server without the WatchList gate
+        # gives; "ignore" is an old server that does not know the parameters: a watch from
+        # "" still starts with the current objects as ADDED, but no end bookmark ever comes.
+        self.watch_list = "on"
+        self.hold_initial_events_end = False  # withhold end bookmarks until release_initial_events_end()
+        self._held: list[tuple[_Watch, bytes]] = []
+        self.bytes_sent = 0  # response bytes of lists and watch streams
         self._floor = self._rv  # oldest rv a watch may start from
         self._compacted = 0  # continue tokens of snapshots taken before this id are expired
         self._snapshots: OrderedDict[int, _Snapshot] = OrderedDict()
@@ -676,6 +685,15 @@ class FakeKubeAPI:
         with self._lock:
             self._instant_closes = n
 
+    def release_initial_events_end(self) -> None:
+        """Send the end bookmarks withheld while `hold_initial_events_end` was set."""
+        with self._lock:
+            self.hold_initial_events_end = False
+            held, self._held = self._held, []
+            if self._loop is not None:
+                for w, line in held:
+                    self._loop.call_soon_threadsafe(w.push, line)
+
     def open_watches(self) -> int:
         """Number of currently open watch streams."""
         with self._lock:
@@ -841,7 +859,8 @@ class FakeKubeAPI:
         query = dict(request.query)
         watch = _truthy(query.get("watch"))
         self.requests.append({"method": request.method, "path": request.path,
-                              "query": query, "watch": watch})
+                              "query": query, "watch": watch,
+                              "user_agent": request.headers.get("User-Agent", "")})
 
         tokens = self.tokens
         if tokens is not None:
@@ -982,6 +1001,7 @@ class FakeKubeAPI:
             b'{"kind":"', res.kind.encode(), b'List","apiVersion":"v1","metadata":',
             orjson.dumps(meta), b',"items":[', b",".join(items), b"]}",
         ])
+        self.bytes_sent += len(body)
         return web.Response(body=body, content_type="application/json")
 
     @staticmethod
@@ -1022,6 +1042,12 @@ class FakeKubeAPI:
         bookmarks = _truthy(query.get("allowWatchBookmarks"))
         initial_events = _truthy(query.get("sendInitialEvents"))
         rv_param = query.get("resourceVersion", "")
+        if self.watch_list != "ignore":
+            invalid = self._watch_list_problem(query, initial_events, bookmarks)
+            if invalid:
+                return _status(422, f"ListOptions.meta.k8s.io \"\" is invalid: {invalid}", details={"kind": "ListOptions"})
+        else:
+            initial_events = False
         lines: list[bytes | memoryview] = []
         expired: bytes | None = None
         with self._lock:
@@ -1054,8 +1080,12 @@ class FakeKubeAPI:
         for v in initial:
             lines.extend(_event_pieces(ADDED, v))
         if initial_events and bookmarks:
-            lines.append(self._bookmark_line(
-                res.kind, start, {"k8s.io/initial-events-end": "true"}))
+            end = self._bookmark_line(res.kind, start, {"k8s.io/initial-events-end": "true"})
+            with self._lock:
+                if self.hold_initial_events_end:
+                    self._held.append((w, end))
+                else:
+                    lines.append(end)
         for ev in replay:
             if (pieces := w.pieces_for(ev)) is not None:
                 lines.extend(pieces)
@@ -1093,8 +1123,21 @@ class FakeKubeAPI:
                 self._watches.discard(w)
         return resp
 
-    @staticmethod
-    async def _pump(w: _Watch, resp: web.StreamResponse) -> None:
+    def _watch_list_problem(self, query: dict[str, str], initial_events: bool, bookmarks: bool) -> str:
+        """What ValidateListOptions (apimachinery) says of a watch's streaming-list options."""
+        match = query.get("resourceVersionMatch", "")
+        if "sendInitialEvents" not in query:
+            return "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided" if match else ""
+        if self.watch_list == "off":
+            return "sendInitialEvents: Forbidden: sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled"
+        problems = []
+        if match != "NotOlderThan":
+            problems.append("resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan")
+        if not bookmarks:
+            problems.append("allowWatchBookmarks: Required value: sendInitialEvents requires setting allowWatchBookmarks to true")
+        return ", ".join(problems) if initial_events or problems else ""
+
+    async def _pump(self, w: _Watch, resp: web.StreamResponse) -> None:
         """Write queued lines, batching whatever accumulated while the last write drained."""
         while not w.dropped:
             if not w.buf:
@@ -1109,5 +1152,7 @@ class FakeKubeAPI:
                 while end < len(pending) and size < _WRITE_BATCH:
                     size += len(pending[end])
                     end += 1
-                await resp.write(b"".join(pending[start:end]))
+                chunk = b"".join(pending[start:end])
+                self.bytes_sent += len(chunk)
+                await resp.write(chunk)
                 start = end

@@ -20,6 +20,7 @@ from typing import Any, Callable, TypeVar
 import httpx
 import pytest
 import yaml
+
 from sdtest.helpers import eventually, free_port
 
 T = TypeVar("T")

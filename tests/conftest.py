@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from sdtest.helpers import FAST
 from sdtest.kubeapi import FakeKubeAPI
 

@@ -6,16 +6,22 @@ import asyncio
 
 import pytest
 import trustme
-from sdtest.factories import make_node
-from sdtest.kubeapi import FakeKubeAPI
 
 from sd.config import KubeSettings, default_config
-from sd.kube.client import ClusterConfig, NoClusterConfig, api_client, find_cluster, list_call
-from sd.kube.informer import Informer
 from sd.feed import plan
 from sd.kinds import nodes
+from sd.kube.client import (
+    ClusterConfig,
+    NoClusterConfig,
+    api_client,
+    find_cluster,
+    list_call,
+)
+from sd.kube.informer import Informer
 from sd.metrics import Metrics
 from sd.targets import TargetSet
+from sdtest.factories import make_node
+from sdtest.kubeapi import FakeKubeAPI
 
 FAST = KubeSettings(page_size=10, watch_timeout_seconds=(5, 10), read_timeout_seconds=5,
                     backoff_initial_seconds=0.05, backoff_max_seconds=0.2)

@@ -6,11 +6,11 @@ import textwrap
 
 import pytest
 import yaml
-from sdtest.helpers import ROOT
 
 from sd.config import ConfigError, default_config, load_config, parse_config
 from sd.kinds import nodes, pods
 from sd.selectors import SelectorError, matcher, parse_label_selector
+from sdtest.helpers import ROOT
 
 
 def test_documented_default_file_equals_the_built_in_default():

@@ -5,11 +5,11 @@ from __future__ import annotations
 import dataclasses
 
 import orjson
-from sdtest.factories import make_node, make_pod
 
 from sd.config import default_config
 from sd.kinds import nodes, pods
 from sd.targets import TargetSet
+from sdtest.factories import make_node, make_pod
 
 parse_node, parse_pod = nodes.KIND.parse, pods.KIND.parse
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import time
 
 import pytest
+
 from sdtest.factories import make_node, with_ready
-from sdtest.helpers import Server, eventually
+from sdtest.helpers import Server, eventually, metric_sum
 from sdtest.kubeapi import FakeKubeAPI
 
 
@@ -24,10 +25,6 @@ def kubelet_targets(srv: Server) -> set[str]:
     resp = srv.get("/targets/kubelet")
     assert resp.status_code == 200, resp.text
     return {t for g in resp.json() for t in g["targets"]}
-
-
-def metric_sum(srv: Server, prefix: str) -> float:
-    return sum(float(line.rsplit(" ", 1)[1]) for line in srv.get("/metrics").text.splitlines() if line.startswith(prefix))
 
 
 def node_watches(api: FakeKubeAPI) -> int:

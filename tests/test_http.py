@@ -9,6 +9,7 @@ import socket
 
 import httpx
 import pytest
+
 from sdtest.factories import make_node
 from sdtest.helpers import ROOT, Server, eventually
 
@@ -128,8 +129,8 @@ def test_ipv6_only_listen_address():
 
 
 async def test_healthz_fails_when_the_sources_task_ends():
-    from sd.http.app import create_app
     from sd.config import default_config
+    from sd.http.app import create_app
     from sd.metrics import Metrics
     from sd.targets import TargetSet
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 
 import orjson
-from sdtest.factories import make_node, make_pod
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -13,6 +12,7 @@ from sd.config import default_config
 from sd.index import rank
 from sd.kinds import nodes, pods
 from sd.targets import TargetSet
+from sdtest.factories import make_node, make_pod
 
 parse_node, parse_pod = nodes.KIND.parse, pods.KIND.parse
 

@@ -3,10 +3,18 @@ from __future__ import annotations
 import copy
 
 import pytest
-from sdtest.factories import make_node, make_pod
 
 from sd.kinds import nodes, pods
-from sd.kinds.common import BAD_FIELD, BAD_OBJECT, INVALID_IP, LINK_LOCAL_IP, UNSPECIFIED_IP, Port, normalize_ip
+from sd.kinds.common import (
+    BAD_FIELD,
+    BAD_OBJECT,
+    INVALID_IP,
+    LINK_LOCAL_IP,
+    UNSPECIFIED_IP,
+    Port,
+    normalize_ip,
+)
+from sdtest.factories import make_node, make_pod
 
 parse_node, parse_pod = nodes.KIND.parse, pods.KIND.parse
 

@@ -445,11 +445,13 @@ async def test_request_log(api: FakeKubeAPI, v1: CoreV1Api, raw: RawCalls) -> No
     await raw(v1.list_node, limit=5, label_selector="a=b")
     watch = await raw(v1.list_namespaced_pod, "ns", watch=True)
     watch.close()
+    agent = api.requests[0]["user_agent"]
+    assert agent.startswith("OpenAPI-Generator/")  # kubernetes-asyncio's own, unset here
     assert api.requests == [
         {"method": "GET", "path": "/api/v1/nodes",
-         "query": {"labelSelector": "a=b", "limit": "5"}, "watch": False},
+         "query": {"labelSelector": "a=b", "limit": "5"}, "watch": False, "user_agent": agent},
         {"method": "GET", "path": "/api/v1/namespaces/ns/pods",
-         "query": {"watch": "True"}, "watch": True},
+         "query": {"watch": "True"}, "watch": True, "user_agent": agent},
     ]
 
 

@@ -14,6 +14,7 @@ import threading
 import httpx
 import pytest
 import trustme
+
 from sdtest.factories import make_node, make_pod
 from sdtest.helpers import ROOT, Server, eventually, free_port
 

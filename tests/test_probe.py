@@ -14,7 +14,13 @@ import httpx
 import pytest
 import respx
 
-from sd.probe import IPV4_REFUSED_ADVICE, IPV6_REFUSED_ADVICE, Prober, ProbeResult, advice
+from sd.probe import (
+    IPV4_REFUSED_ADVICE,
+    IPV6_REFUSED_ADVICE,
+    Prober,
+    ProbeResult,
+    advice,
+)
 
 V4 = "10.0.0.5"
 V6 = "fd00::5"

@@ -24,10 +24,11 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
 from sdtest.factories import make_node, make_pod, with_ready
 from sdtest.helpers import FAST, Server, eventually, free_port
 from sdtest.kubeapi import FakeKubeAPI
-from prometheus_client.parser import text_string_to_metric_families
 from sdtest.promtest import DualStackMetrics, Prometheus, prometheus_binary
 
 pytestmark = pytest.mark.e2e

@@ -9,6 +9,7 @@ import signal
 import textwrap
 
 import pytest
+
 from sdtest.factories import make_node
 from sdtest.helpers import FAST, Server, eventually
 from sdtest.kubeapi import FakeKubeAPI
@@ -38,8 +39,11 @@ def running(api, tmp_path):
 
 
 def lists(api: FakeKubeAPI, selector: str = "") -> int:
+    """Lists of nodes with ``selector``: streaming ones (watches with sendInitialEvents) and LISTs."""
     return sum(
-        1 for r in api.requests if not r["watch"] and r["path"].endswith("/nodes") and r["query"].get("labelSelector", "") == selector
+        1 for r in api.requests
+        if r["path"].endswith("/nodes") and r["query"].get("labelSelector", "") == selector
+        and (not r["watch"] or r["query"].get("sendInitialEvents"))
     )
 
 

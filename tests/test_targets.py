@@ -4,13 +4,13 @@ import dataclasses
 
 import orjson
 import pytest
-from sdtest.factories import make_node, make_pod
 
 from sd.config import default_config
 from sd.kinds import nodes, pods
 from sd.kinds.common import sanitize
 from sd.status import SourceStatus
 from sd.targets import SHARD_COUNTS_KEPT, TargetSet, select_ips
+from sdtest.factories import make_node, make_pod
 
 parse_node, parse_pod = nodes.KIND.parse, pods.KIND.parse
 

@@ -6,21 +6,34 @@ play out, so "never empty / never twice / never 503" is checked, not hoped.
 
 from __future__ import annotations
 
-from collections import Counter
 
 import pytest
+
 from sdtest.factories import make_node, make_pod, with_ready
-from sdtest.helpers import Sampler, Server, eventually, free_port
+from sdtest.helpers import FAST, Sampler, Server, eventually, free_port, metric_sum
 from sdtest.kubeapi import FakeKubeAPI
 
 
-@pytest.fixture
-def server(api, tmp_path, config_file):
+@pytest.fixture(params=["streaming", "paginated"])
+def server(request, api, tmp_path):
+    """The server on FAST, listing with streaming lists (the default) or with pages only."""
+    config = tmp_path / "sd.yaml"
+    config.write_text(FAST.replace("kubernetes:\n", "kubernetes:\n  streaming_list: off\n") if request.param == "paginated" else FAST)
     kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
-    with Server("--kubeconfig", kubeconfig, "--config", config_file) as srv:
+    with Server("--kubeconfig", kubeconfig, "--config", str(config)) as srv:
         srv.wait_healthy()
         eventually(lambda: srv.get("/readyz").status_code == 200, what="first sync")
+        srv.mode = request.param
         yield srv
+
+
+def list_attempts(api: FakeKubeAPI, path: str) -> int:
+    """Lists of a collection: LIST requests that start one (not their further pages), and
+    streaming lists (watches with sendInitialEvents)."""
+    return sum(
+        1 for r in api.requests
+        if r["path"] == path and (not r["query"].get("continue") if not r["watch"] else r["query"].get("sendInitialEvents"))
+    )
 
 
 def kubelet(srv: Server) -> dict[str, str]:
@@ -40,12 +53,6 @@ def metric(srv: Server, name: str) -> float:
         if line.startswith(name + " ") or line.startswith(name + "{") and line.split(" ")[0] == name:
             return float(line.rsplit(" ", 1)[1])
     return 0.0
-
-
-def metric_sum(srv: Server, prefix: str) -> float:
-    return sum(
-        float(line.rsplit(" ", 1)[1]) for line in srv.get("/metrics").text.splitlines() if line.startswith(prefix)
-    )
 
 
 def addresses(body: list[dict]) -> list[str]:
@@ -203,10 +210,14 @@ def test_watch_uses_bookmarks_pagination_and_a_randomized_timeout(api, server):
     node_requests = [r for r in api.requests if r["path"] == "/api/v1/nodes"]
     lists = [r for r in node_requests if not r["watch"]]
     watches = [r for r in node_requests if r["watch"]]
-    assert all(r["query"]["limit"] == "3" for r in lists)
+    if server.mode == "paginated":
+        assert lists and all(r["query"]["limit"] == "3" for r in lists)
+    else:  # one streaming list, no LIST at all
+        assert lists == [] and watches[0]["query"]["sendInitialEvents"].lower() == "true"
+        assert watches[0]["query"]["resourceVersionMatch"] == "NotOlderThan" and watches[0]["query"]["resourceVersion"] == ""
     assert watches and all(r["query"]["allowWatchBookmarks"].lower() == "true" for r in watches)
     assert all(5 <= int(r["query"]["timeoutSeconds"]) <= 10 for r in watches)
-    assert all(r["query"].get("resourceVersion") for r in watches)
+    assert all(r["query"].get("resourceVersion") for r in watches if not r["query"].get("sendInitialEvents"))
 
 
 def test_bookmarks_advance_the_version_so_a_rewatch_needs_no_relist(api, server):
@@ -217,8 +228,7 @@ def test_bookmarks_advance_the_version_so_a_rewatch_needs_no_relist(api, server)
     api.bookmark()
     rv = api.resource_version
     eventually(lambda: any(r["watch"] and r["query"].get("resourceVersion") == rv for r in _after_drop(api)))
-    relists = Counter(r["path"] for r in api.requests if not r["watch"])
-    assert relists["/api/v1/nodes"] == 1  # the initial list only
+    assert list_attempts(api, "/api/v1/nodes") == 1  # the initial list only
 
 
 def _after_drop(api: FakeKubeAPI) -> list[dict]:

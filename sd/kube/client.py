@@ -9,7 +9,9 @@ else ``$KUBECONFIG`` / ``~/.kube/config``. One ``ApiClient`` serves every inform
 from __future__ import annotations
 
 import os
+import platform
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Awaitable
 
@@ -51,6 +53,18 @@ def find_cluster(kubeconfig: str | None, environ: dict[str, str] | os._Environ =
     return ClusterConfig("kubeconfig", path)
 
 
+def user_agent() -> str:
+    """``kube-http-sd/<version> (python/<v>; kubernetes-asyncio/<v>)``: API-server audit logs and
+    priority-and-fairness rules can tell us apart from other clients."""
+    def version(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "unknown"
+
+    return f"kube-http-sd/{version('kube-http-sd')} (python/{platform.python_version()}; kubernetes-asyncio/{version('kubernetes-asyncio')})"
+
+
 async def api_client(cluster: ClusterConfig) -> client.ApiClient:
     """An ApiClient for the cluster; raises kubernetes_asyncio ConfigException on a bad config."""
     configuration = client.Configuration()
@@ -60,7 +74,9 @@ async def api_client(cluster: ClusterConfig) -> client.ApiClient:
         )
     else:
         await config.load_kube_config(config_file=cluster.path, client_configuration=configuration)
-    return client.ApiClient(configuration)
+    api = client.ApiClient(configuration)
+    api.user_agent = user_agent()
+    return api
 
 
 def list_call(

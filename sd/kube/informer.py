@@ -1,9 +1,15 @@
 """The list/watch loop for one collection (client-go's Reflector, in asyncio).
 
 Life cycle:
-1. **list**: paginated (``limit``/``continue``); pages go to ``handler.list_page`` as
-   they arrive (never all held at once), then ``handler.list_done`` swaps the new
-   state in atomically. Remembers the list's resourceVersion.
+1. **list**: a streaming list first (KEP-3157 WatchList: a watch with
+   ``sendInitialEvents``; the current objects arrive as ADDED events, then a bookmark
+   marked ``k8s.io/initial-events-end`` carries the resourceVersion of that state, and
+   the same stream goes on as the watch). Where the server refuses it (400/422: no
+   WatchList) or ignores it (an old server: any other event before the end bookmark, or
+   no end bookmark within STREAM_END_SECONDS of the last object), this attempt falls
+   back to a paginated list (``limit``/``continue``); the next relist tries streaming
+   again. Either way objects go to ``handler.list_page`` as they arrive (never all held
+   at once), then ``handler.list_done`` swaps the new state in atomically.
 2. **watch** from that version with bookmarks and a randomized server-side
    timeout; every event and bookmark advances the version. A read-inactivity
    timeout (not a total one) notices a silently dead connection.
@@ -51,6 +57,12 @@ HEALTHY_RESET_SECONDS = 60.0
 SHORT_WATCH_SECONDS = 1.0
 _EVENT_TYPES = frozenset({"ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"})
 MALFORMED_EVENT = "malformed_event"
+INITIAL_EVENTS_END = "k8s.io/initial-events-end"
+# During a streaming list: this long without a line and still no end bookmark means the
+# server ignored sendInitialEvents (an old server watching from "" sends the objects as
+# ADDED and then only changes, never the bookmark).
+STREAM_END_SECONDS = 10.0
+STREAMING, PAGINATED = "streaming", "paginated"
 CONNECT_TIMEOUT_SECONDS = 10.0
 CHUNK = 100  # list items handled between yields to the event loop
 
@@ -68,6 +80,8 @@ class Settings(Protocol):
     def backoff_initial_seconds(self) -> float: ...
     @property
     def backoff_max_seconds(self) -> float: ...
+    @property
+    def streaming_list(self) -> str: ...  # "auto": try streaming lists first; "off": paginated only
 
 
 class Handler(Protocol):
@@ -76,7 +90,8 @@ class Handler(Protocol):
     def list_page(self, items: list[Any]) -> None: ...
     def list_done(self) -> None: ...  # the pages since relisting() are the whole collection
     def event(self, kind: str, obj: Any) -> None: ...  # ADDED | MODIFIED | DELETED | BOOKMARK
-    def relisting(self, reason: str) -> None: ...  # a (re)list starts: "initial", "expired", "retry", ...
+    def relisting(self, reason: str, method: str) -> None: ...  # a (re)list starts: why, and "streaming" | "paginated"
+    def list_fallback(self, why: str, message: str) -> None: ...  # the streaming list is off for this attempt
     def watching(self) -> None: ...  # a watch request was answered
     def watch_ended(self, reason: str) -> None: ...  # and is being restarted
     def failed(self, reason: str, message: str) -> None: ...  # a request failed; a partial list is void
@@ -87,6 +102,14 @@ class Malformed(Exception):
     """A watch line that cannot be trusted; the message says why."""
 
 
+class Fallback(Exception):
+    """The server cannot do a streaming list: do a paginated one. ``reason`` labels metrics."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class Expired(Exception):
     """The resourceVersion we asked for is gone: relist."""
 
@@ -94,10 +117,11 @@ class Expired(Exception):
 class Failure(Exception):
     """A failed request; ``reason`` labels metrics, ``retry_after`` comes from a 429."""
 
-    def __init__(self, reason: str, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, reason: str, message: str, retry_after: float | None = None, status: int | None = None) -> None:
         super().__init__(message)
         self.reason = reason
         self.retry_after = retry_after
+        self.status = status
 
 
 class Backoff:
@@ -146,47 +170,67 @@ class Informer:
         )
         self.resource_version = ""
         self._malformed_at: str | None = None  # the version a bad line last followed
+        self._fallback_logged = False
+        self._need_list = True
 
     async def run(self) -> None:
         """List and watch until cancelled."""
-        need_list, reason = True, "initial"
+        self._need_list, reason = True, "initial"
         while True:
             try:
-                if need_list:
-                    self._handler.relisting(reason)
+                if self._need_list and self._settings.streaming_list != "off":
+                    self._handler.relisting(reason, STREAMING)
+                    try:
+                        # Lists (clearing _need_list at the end bookmark), then goes on as the watch.
+                        reason = await self._watch(initial=True)
+                    except Fallback as exc:
+                        self._fell_back(exc)
+                    else:
+                        self._handler.watch_ended(reason)
+                        continue
+                if self._need_list:
+                    self._handler.relisting(reason, PAGINATED)
                     await self._list()
-                    need_list = False
+                    self._need_list = False
                 reason = await self._watch()
                 self._handler.watch_ended(reason)
             except Malformed as exc:
-                self._handler.watch_ended(MALFORMED_EVENT)
-                if self._malformed_at == self.resource_version:
-                    # The server replayed the same bad line after the same version: it is
-                    # in its history and every re-watch from here would meet it. Relist.
-                    log.warning("relisting source=%r reason=%s detail=%r", self.name, MALFORMED_EVENT, str(exc))
-                    need_list, reason = True, MALFORMED_EVENT
-                self._malformed_at = self.resource_version
+                if not self._need_list:
+                    self._handler.watch_ended(MALFORMED_EVENT)
+                    if self._malformed_at == self.resource_version:
+                        # The server replayed the same bad line after the same version: it is
+                        # in its history and every re-watch from here would meet it. Relist.
+                        log.warning("relisting source=%r reason=%s detail=%r", self.name, MALFORMED_EVENT, str(exc))
+                        self._need_list = True
+                    self._malformed_at = self.resource_version
+                reason = MALFORMED_EVENT
                 await self._fail(MALFORMED_EVENT, str(exc), None)
             except Expired as exc:
-                if need_list:  # the list itself expired mid-pagination: retry it, but not in a hot loop
+                if self._need_list:  # the list itself expired mid-pagination: retry it, but not in a hot loop
                     await self._fail("expired", str(exc), None)
                 else:
                     log.info("relisting source=%r reason=expired detail=%r", self.name, str(exc))
-                need_list, reason = True, "expired"
+                self._need_list, reason = True, "expired"
             except (Failure, aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
                 if isinstance(exc, Failure):
                     why, message, retry_after = exc.reason, str(exc), exc.retry_after
                 else:
                     why, message, retry_after = "connection", f"{type(exc).__name__}: {exc}", None
                 await self._fail(why, message, retry_after)
-                if need_list:
+                if self._need_list:
                     reason = "retry"
                 else:
                     self._handler.watch_ended(why)
             except Exception as exc:  # a bug must not end the watch: log it, start over from a list
                 log.exception("internal error source=%r", self.name)
                 await self._fail("internal_error", repr(exc), None)
-                need_list, reason = True, "internal_error"
+                self._need_list, reason = True, "internal_error"
+
+    def _fell_back(self, exc: Fallback) -> None:
+        self._handler.list_fallback(exc.reason, str(exc))
+        if not self._fallback_logged:  # once per source: an old server stays old
+            self._fallback_logged = True
+            log.info("streaming list unavailable, listing with pages source=%r reason=%s detail=%r", self.name, exc.reason, str(exc))
 
     async def _fail(self, reason: str, message: str, retry_after: float | None) -> None:
         self._handler.failed(reason, message)
@@ -208,8 +252,8 @@ class Informer:
         if resp.status == 429:
             raise Failure("throttled", message, _retry_after(resp.headers.get("Retry-After")))
         if resp.status in (401, 403):
-            raise Failure("unauthorized" if resp.status == 401 else "forbidden", message)
-        raise Failure(f"http_{resp.status // 100}xx", message)
+            raise Failure("unauthorized" if resp.status == 401 else "forbidden", message, status=resp.status)
+        raise Failure(f"http_{resp.status // 100}xx", message, status=resp.status)
 
     async def _list(self) -> None:
         """Paginated list. The next page is requested before this one is processed, and
@@ -245,30 +289,60 @@ class Informer:
         finally:
             resp.release()
 
-    async def _watch(self) -> str:
-        """One watch stream; returns why it ended (or raises)."""
+    async def _watch(self, initial: bool = False) -> str:
+        """One watch stream; returns why it ended (or raises). ``initial``: a streaming list,
+        whose objects end at the marked bookmark, after which it goes on as the watch."""
         low, high = self._settings.watch_timeout_seconds
-        resp = await self._request(
-            watch=True,
-            resource_version=self.resource_version,
-            allow_watch_bookmarks=True,
-            timeout_seconds=int(self._rng.uniform(low, high)),
-        )
+        params: dict[str, Any] = {"watch": True, "allow_watch_bookmarks": True, "timeout_seconds": int(self._rng.uniform(low, high))}
+        if initial:
+            params.update(resource_version="", send_initial_events=True, resource_version_match="NotOlderThan")
+        else:
+            params["resource_version"] = self.resource_version
+        try:
+            resp = await self._request(**params)
+        except Failure as exc:
+            if initial and exc.status in (400, 422):  # no WatchList on this server
+                raise Fallback(f"rejected_{exc.status}", str(exc)) from None
+            raise
         self._handler.watching()
         started, received = self._clock(), 0
+        listing: list[Any] | None = [] if initial else None  # objects of the streaming list not yet handed over
+        end_wait = min(STREAM_END_SECONDS, self._settings.read_timeout_seconds)
         try:
             pending = b""
-            async for chunk in resp.content.iter_any():
+            chunks = resp.content.iter_any().__aiter__()
+            while True:
+                try:
+                    if listing is None:
+                        chunk = await chunks.__anext__()
+                    else:
+                        async with asyncio.timeout(end_wait):
+                            chunk = await chunks.__anext__()
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    if listing is None:
+                        raise
+                    raise Fallback("ignored", f"no {INITIAL_EVENTS_END} bookmark {end_wait:g}s after the last object") from None
                 lines = (pending + chunk).split(b"\n")
                 pending = lines.pop()
                 for line in lines:
                     if line.strip():
-                        self._line(line)
+                        if listing is None:
+                            self._line(line)
+                        elif self._initial_line(line, listing):
+                            listing = None
                         received += 1
+                if listing:
+                    self._handler.list_page(listing)
+                    listing = []
+                    await asyncio.sleep(0)
         except asyncio.TimeoutError:
             return "read_timeout"
         finally:
             resp.release()
+        if listing is not None:
+            raise Failure("list_incomplete", f"the streaming list ended before its {INITIAL_EVENTS_END} bookmark")
         if pending.strip():
             self._line(pending)
             received += 1
@@ -277,30 +351,60 @@ class Informer:
         self._malformed_at = None
         return "closed"
 
+    def _initial_line(self, line: bytes, listing: list[Any]) -> bool:
+        """One line of a streaming list: an object joins ``listing``; True at the end bookmark,
+        where the list is done. Anything else means the server is not streaming a list."""
+        kind, obj, version = self._decode(line)
+        if kind == "ADDED":
+            listing.append(obj)
+            return False
+        if kind == "BOOKMARK" and (obj["metadata"].get("annotations") or {}).get(INITIAL_EVENTS_END) == "true":
+            if listing:
+                self._handler.list_page(listing)
+                listing.clear()
+            self._handler.list_done()
+            self._handler.event(kind, obj)
+            self.resource_version = version
+            self._need_list = False
+            return True
+        if kind == "ERROR":
+            self._error(obj)
+        raise Fallback("ignored", f"a {kind} event before the {INITIAL_EVENTS_END} bookmark: the server ignored sendInitialEvents")
+
     def _line(self, line: bytes) -> None:
         """Apply one watch line; raises Malformed when it cannot be trusted."""
+        kind, obj, version = self._decode(line)
+        if kind == "ERROR":
+            self._error(obj)
+        self._handler.event(kind, obj)
+        self.resource_version = version
+
+    def _decode(self, line: bytes) -> tuple[str, Any, str]:
+        """(type, object, resourceVersion) of a watch line ("" for ERROR); Malformed when it
+        is not JSON, of an unknown type, or lacks a resourceVersion."""
         try:
             event = orjson.loads(line)
             kind = event["type"]
             obj = event["object"]
             if kind not in _EVENT_TYPES:
                 raise ValueError(f"unknown event type {kind!r}")
-            version = obj["metadata"]["resourceVersion"] if kind != "ERROR" else None
+            version = obj["metadata"]["resourceVersion"] if kind != "ERROR" else ""
             if kind != "ERROR" and (not isinstance(version, str) or not version):
                 raise ValueError(f"resourceVersion is not a non-empty string: {version!r}")
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             detail = f"{self.name}: watch line dropped after resourceVersion {self.resource_version!r}: {exc}: {line[:80]!r}"
             self._handler.report(self.name, MALFORMED_EVENT, detail)
             raise Malformed(detail) from None
-        if kind == "ERROR":
-            code = obj.get("code") if isinstance(obj, dict) else None
-            message = obj.get("message", "") if isinstance(obj, dict) else repr(obj)
-            if code == 410:
-                raise Expired(message)
-            raise Failure(f"watch_error_{code}", f"watch ERROR event: {message}")
-        self._handler.event(kind, obj)
-        self.resource_version = version
-        return True
+        return kind, obj, version
+
+    @staticmethod
+    def _error(obj: Any) -> None:
+        """An ERROR event: 410 → Expired (relist), anything else a Failure."""
+        code = obj.get("code") if isinstance(obj, dict) else None
+        message = obj.get("message", "") if isinstance(obj, dict) else repr(obj)
+        if code == 410:
+            raise Expired(message)
+        raise Failure(f"watch_error_{code}", f"watch ERROR event: {message}")
 
 
 def _parse_page(body: bytes) -> tuple[list[Any], dict[str, Any]]:
