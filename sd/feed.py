@@ -107,7 +107,7 @@ class Feed:
         self._pending: list[Record] = []
         self._logged: TTLCache[str, bool] = TTLCache(maxsize=4096, ttl=600)
         self._reports = 0
-        self._where = ""  # the object being parsed, for reports
+        self._key: str | None = None  # the object being parsed, for reports
         self._event_counters = {t: metrics.events.labels(self.kind.name, t) for t in _EVENT_TYPES}
         for ts in sets:
             ts.add_source(self.status)
@@ -137,23 +137,27 @@ class Feed:
             self._logged[detail] = True
             log.warning("skipped bad data source=%r reason=%s detail=%s", self.name, reason, detail)
 
+    def _where(self) -> str:
+        """The object being parsed as reports name it ("node/n1"); built only when needed."""
+        key = self._key
+        return f"{self.kind.singular}/{key}" if key is not None else self.kind.singular
+
     def _report_current(self, reason: str, detail: str) -> None:
-        self.report(self._where, reason, detail)
+        self.report(self._where(), reason, detail)
 
     def _record(self, obj: Any) -> Record | None:
         reports = self._reports
-        key = self.kind.key(obj)
-        self._where = f"{self.kind.singular}/{key}" if key is not None else self.kind.singular
+        self._key = key = self.kind.key(obj)
         # Every set of this feed holds the same record per key: the first one's will do.
         previous = self.sets[0].record(key) if key is not None and self.sets else None
         try:
             record = self.kind.parse(obj, self._report_current, previous)
         except Exception as exc:  # a parser bug skips one object, never the watch
             log.exception("cannot parse object source=%r key=%r", self.name, key)
-            self.report(self._where, INTERNAL_ERROR, f"{self._where}: parser failed: {exc!r}")
+            self.report(self._where(), INTERNAL_ERROR, f"{self._where()}: parser failed: {exc!r}")
             return None
         if record is not None and self.status.skipped and self._reports == reports:
-            self.status.skipped.pop(self._where, None)
+            self.status.skipped.pop(self._where(), None)
         return record
 
     # -- lists and events ----------------------------------------------------------------

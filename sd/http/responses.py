@@ -16,7 +16,7 @@ log = logging.getLogger("sd.http")
 # connection's buffer: on Python 3.11 asyncio copies whatever the socket does not take
 # at once, so 64 clients of a 10 MB body held 64 copies. A slice is written only once
 # the previous one has drained (uvicorn's flow control), so a connection holds at most
-# about one slice plus the transport's high-water mark.
+# about one slice plus the transport's high-water mark (64 KiB).
 SLICE_BYTES = 256 * 1024
 
 
