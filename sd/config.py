@@ -58,6 +58,13 @@ class KubeSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AttachMetadata:
+    """Prometheus' ``attach_metadata``: ``node: true`` puts the pod's node labels on its targets."""
+
+    node: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class SetConfig:
     name: str
     source: Source
@@ -72,6 +79,8 @@ class SetConfig:
     labels: tuple[tuple[str, str], ...] = ()
     metrics_path: str | None = None
     scheme: Scheme | None = None
+    annotations: tuple[str, ...] = ()  # annotation keys to serve, or "prefix/*"; others are never stored
+    attach_metadata: AttachMetadata = field(default_factory=lambda: AttachMetadata())
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,6 +337,16 @@ class _Validator:
             self.bad(f"{path}.metrics_path", f"must be a path starting with '/', got {_show(metrics_path)}")
             metrics_path = None
         scheme = self.choice(raw, path, "scheme", Scheme, None)
+        annotations = self.strings(raw, path, "annotations")
+        for i, pattern in enumerate(annotations):
+            if "*" in pattern[:-1] or (pattern.endswith("*") and pattern not in ("*",) and not pattern.endswith("/*")):
+                self.bad(f"{path}.annotations[{i}]", f"an annotation key, or a prefix ending in '/*', got {_show(pattern)}")
+        attach = AttachMetadata()
+        raw_attach = raw.get("attach_metadata")
+        if raw_attach is not None and self.section(raw_attach, f"{path}.attach_metadata", AttachMetadata.__slots__):
+            attach = AttachMetadata(node=self.flag(raw_attach, f"{path}.attach_metadata", "node", False))
+            if attach.node and not kind.runs_on_nodes:
+                self.bad(f"{path}.attach_metadata.node", f"applies to sets whose objects run on a node (pods), not {kind.name}")
         return SetConfig(
             name=name,
             source=source or Source.NODES,
@@ -342,6 +361,8 @@ class _Validator:
             labels=tuple(sorted(pairs)),
             metrics_path=metrics_path,
             scheme=scheme,
+            annotations=tuple(annotations),
+            attach_metadata=attach,
         )
 
     def section(self, raw: Any, path: str, known: Any) -> bool:

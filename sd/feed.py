@@ -18,8 +18,8 @@ from typing import Any, Iterable
 from cachetools import TTLCache
 
 from sd.config import Config
-from sd.kinds import KINDS, Kind
-from sd.kinds.common import BAD_OBJECT, Record
+from sd.kinds import KINDS, Kind, nodes
+from sd.kinds.common import BAD_OBJECT, NOTHING, Allowlist, Record
 from sd.kube.snapshot import read_snapshot
 from sd.metrics import Metrics
 from sd.selectors import matcher
@@ -27,6 +27,9 @@ from sd.status import SourceError, SourceStatus
 from sd.targets import TargetSet
 
 log = logging.getLogger("sd.feed")
+
+# What a feed hands records to: target sets, and the node directory (the same calls).
+Reader = TargetSet | nodes.Directory
 
 INTERNAL_ERROR = "internal_error"
 _EVENT_TYPES = ("ADDED", "MODIFIED", "DELETED")
@@ -55,19 +58,52 @@ class Source:
         return self.kind.api_list_namespaced, self.namespace
 
 
-def plan_sources(config: Config, sets: dict[str, TargetSet]) -> dict[Source, list[TargetSet]]:
-    """Each distinct source the config needs, with the sets that read it."""
-    readers: dict[Source, list[TargetSet]] = {}
+# All nodes, unfiltered: what sets with attach_metadata: {node: true} read node labels from.
+ALL_NODES = Source(nodes.KIND)
+
+
+def plan_sources(config: Config, sets: dict[str, TargetSet], directory: nodes.Directory) -> dict[Source, list[Reader]]:
+    """Each distinct source the config needs, with what reads it: sets, and the node
+    directory when some set attaches node metadata (fed by the one unfiltered node watch,
+    which a node set without selectors shares)."""
+    readers: dict[Source, list[Reader]] = {}
     for name, sc in config.targets.items():
         for ns in sc.namespaces or (None,):
             src = Source(KINDS[sc.source], ns, sc.label_selector, sc.field_selector)
             readers.setdefault(src, []).append(sets[name])
+    if any(sc.attach_metadata.node for sc in config.targets.values()):
+        readers.setdefault(ALL_NODES, []).append(directory)
     return readers
 
 
-def plan(config: Config, sets: dict[str, TargetSet], metrics: Metrics) -> list[Feed]:
-    """One feed per distinct source, each wired to the sets that read it."""
-    return [Feed(src, readers, metrics) for src, readers in plan_sources(config, sets).items()]
+def annotations_for(source: Source, readers: list[Reader], sets: dict[str, TargetSet]) -> Allowlist:
+    """The annotations a source's feed must keep: what its sets list, and for the node
+    directory what the sets attached to it list."""
+    allow = NOTHING
+    for reader in readers:
+        allow |= reader.annotations if isinstance(reader, TargetSet) else NOTHING
+    if source == ALL_NODES and any(isinstance(r, nodes.Directory) for r in readers):
+        for ts in sets.values():
+            if ts.config.attach_metadata.node:
+                allow |= ts.annotations
+    return allow
+
+
+def plan(config: Config, sets: dict[str, TargetSet], metrics: Metrics, directory: nodes.Directory | None = None) -> list[Feed]:
+    """One feed per distinct source, each wired to what reads it; attaching sets attached."""
+    directory = directory or nodes.Directory()
+    feeds = [
+        Feed(src, readers, metrics, annotations_for(src, readers, sets))
+        for src, readers in plan_sources(config, sets, directory).items()
+    ]
+    attach(config, sets, directory)
+    return feeds
+
+
+def attach(config: Config, sets: dict[str, TargetSet], directory: nodes.Directory) -> None:
+    for name, sc in config.targets.items():
+        if sc.attach_metadata.node and sets[name].nodes is None:
+            sets[name].attach(directory)
 
 
 def load_snapshot(path: str | Path, feeds: list[Feed]) -> None:
@@ -96,8 +132,9 @@ class Feed:
     ``report``), which the feed turns into the source's status and counters.
     """
 
-    def __init__(self, source: Source, sets: list[TargetSet], metrics: Metrics) -> None:
+    def __init__(self, source: Source, sets: list[Reader], metrics: Metrics, annotations: Allowlist = NOTHING) -> None:
         self.source = source
+        self.annotations = annotations  # kept in records: the union of what readers list
         self.kind = source.kind
         self.sets = sets
         self.metrics = metrics
@@ -112,7 +149,7 @@ class Feed:
         for ts in sets:
             ts.add_source(self.status)
 
-    def read_by(self, sets: list[TargetSet]) -> None:
+    def read_by(self, sets: list[Reader], annotations: Allowlist) -> None:
         """From now on feed ``sets`` (a config reload). A set new to this source gets the
         source's current objects at once, so it is ready as soon as it renders."""
         current = [r for key in self._keys if (r := self.sets[0].record(key)) is not None] if self.sets else []
@@ -124,6 +161,7 @@ class Feed:
                 ts.replace(current, set())
                 ts.source_synced()
         self.sets = sets
+        self.annotations = annotations  # newly listed annotations arrive with each object's next event
 
     # -- bad data ----------------------------------------------------------------------
 
@@ -151,7 +189,7 @@ class Feed:
         # Every set of this feed holds the same record per key: the first one's will do.
         previous = self.sets[0].record(key) if key is not None and self.sets else None
         try:
-            record = self.kind.parse(obj, self._report_current, previous)
+            record = self.kind.parse(obj, self._report_current, previous, self.annotations)
         except Exception as exc:  # a parser bug skips one object, never the watch
             log.exception("cannot parse object source=%r key=%r", self.name, key)
             self.report(self._where(), INTERNAL_ERROR, f"{self._where()}: parser failed: {exc!r}")

@@ -14,7 +14,8 @@ import logging
 from typing import Any, Callable
 
 from sd.config import Config, IPFamilyPolicy
-from sd.feed import Feed, Source, load_snapshot, plan_sources
+from sd.feed import Feed, Source, annotations_for, attach, load_snapshot, plan_sources
+from sd.kinds.nodes import Directory
 from sd.metrics import Metrics
 from sd.probe import Prober
 from sd.targets import TargetSet
@@ -29,6 +30,7 @@ class Service:
         self.sets: dict[str, TargetSet] = {}
         self.feeds: dict[Source, Feed] = {}
         self.prober: Prober | None = None
+        self.nodes = Directory()  # node metadata for sets with attach_metadata: {node: true}
         self._driver: Callable[[Feed], Callable[[], Any]] | None = None
         self._tasks: dict[Source, asyncio.Task[None]] = {}
         self._crashed: asyncio.Future[None] | None = None
@@ -46,13 +48,16 @@ class Service:
         for name, sc in config.targets.items():
             old = self.sets.get(name)
             sets[name] = old if old is not None and old.config == sc else TargetSet(sc, self.prober)
-        wanted = plan_sources(config, sets)
+        wanted = plan_sources(config, sets, self.nodes)
         for source, readers in wanted.items():
             feed = self.feeds.get(source)
+            annotations = annotations_for(source, readers, sets)
             if feed is None:
-                self.feeds[source] = Feed(source, readers, self.metrics)
+                self.feeds[source] = Feed(source, readers, self.metrics, annotations)
             else:
-                feed.read_by(readers)
+                feed.read_by(readers, annotations)
+        self.nodes.listeners = [ts for ts in self.nodes.listeners if ts in sets.values()]
+        attach(config, sets, self.nodes)
         for source in [s for s in self.feeds if s not in wanted]:
             del self.feeds[source]
         self.sets.clear()

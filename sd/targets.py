@@ -22,10 +22,11 @@ import orjson
 from sd.config import IPFamilyPolicy, SetConfig
 from sd.index import Index, Policy, why_lost
 from sd.kinds import KINDS
-from sd.kinds.common import IP_FAMILY_LABEL, NO_ADDRESS, NO_ADDRESS_WHY, IPFamily, Port, Record, hostport, ip_family
+from sd.kinds.common import IP_FAMILY_LABEL, NO_ADDRESS, NO_ADDRESS_WHY, Allowlist, IPFamily, Port, Record, hostport, ip_family
 from sd.status import SourceStatus
 
 if TYPE_CHECKING:
+    from sd.kinds.nodes import Directory
     from sd.probe import Prober
 
 INSTANCE = "instance"
@@ -110,6 +111,10 @@ class TargetSet:
         # An object with one name for all its targets gets it as instance, unless one
         # object can emit two targets (ip_family both), where that would clash.
         self._instance = family != IPFamilyPolicy.BOTH
+        self.annotations = Allowlist.of(config.annotations)
+        self.nodes: Directory | None = None  # where attach_metadata: {node: true} reads node labels
+        self._on_node: dict[str, set[str]] = {}  # node name → keys of the objects on it (attached sets)
+        self._node_of: dict[str, str] = {}  # key → its node name (attached sets)
         self._static = dict(config.labels)
         if config.metrics_path:
             self._static[METRICS_PATH] = config.metrics_path
@@ -152,20 +157,70 @@ class TargetSet:
     def upsert(self, record: Record) -> None:
         if self.prober is not None:
             self._probe(record)
+        if self.nodes is not None:
+            self._place(record.key, self.kind.node_of(record))
         self._apply(self.index.upsert(record))
 
     def delete(self, key: str) -> None:
         if self.prober is not None:
             self.prober.forget(key)
+        if self.nodes is not None:
+            self._place(key, None)
         self._apply(self.index.delete(key))
 
     def replace(self, records: list[Record], keys: set[str] | None = None) -> None:
+        gone = set(self.index.records if keys is None else keys) - {r.key for r in records}
         if self.prober is not None:
             for record in records:
                 self._probe(record)
-            for key in set(self.index.records if keys is None else keys) - {r.key for r in records}:
+            for key in gone:
                 self.prober.forget(key)
+        if self.nodes is not None:
+            for record in records:
+                self._place(record.key, self.kind.node_of(record))
+            for key in gone:
+                self._place(key, None)
         self._apply(self.index.replace(records, keys))
+
+    # -- attached node metadata -----------------------------------------------------------
+
+    def attach(self, nodes: Directory) -> None:
+        """Serve each target with the labels of its object's node, from ``nodes``; the set
+        waits for the node source's first sync too, so targets never start without them."""
+        self.nodes = nodes
+        nodes.listeners.append(self)
+        for status in nodes.sources:
+            if status not in self.sources:
+                self.add_source(status)
+
+    def _place(self, key: str, node: str | None) -> None:
+        old = self._node_of.get(key)
+        if old == node:
+            return
+        if old is not None:
+            keys = self._on_node[old]
+            keys.discard(key)
+            if not keys:
+                del self._on_node[old]
+        if node:
+            self._node_of[key] = node
+            self._on_node.setdefault(node, set()).add(key)
+        else:
+            self._node_of.pop(key, None)
+
+    def node_changed(self, name: str) -> None:
+        """Node ``name``'s labels changed (or it came or went): rebuild the groups of the
+        objects on it, and only those."""
+        fragments, changed = self._fragments, False
+        for key in self._on_node.get(name, ()):
+            for ip in self.index.claims(key):
+                fragment = fragments.get(ip)
+                if fragment is not None and fragment.key == key:
+                    self._digest_sum -= fragment.digest
+                    fragments[ip] = fragment._replace(start=-1, end=-1, digest=0)
+                    changed = True
+        if changed:
+            self._mark_dirty()
 
     def refresh(self, key: str) -> None:
         """The record's probe results changed: claim its IPs again."""
@@ -214,7 +269,9 @@ class TargetSet:
 
     def _group(self, record: Record, ip: str, target: str) -> bytes:
         kind = self.kind
-        labels = kind.labels(record)
+        labels = kind.labels(record, self.annotations)
+        if self.nodes is not None and (node := kind.node_of(record)):
+            labels.update(self.nodes.labels(node, self.annotations))
         labels[IP_FAMILY_LABEL] = ip_family(ip)
         labels.update(kind.target_labels(record, ip, self._port(record)[0], self.config.port_name))
         if self._instance and (instance := kind.instance(record)) is not None:

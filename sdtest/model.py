@@ -128,7 +128,13 @@ def fluentd_body(pods: Iterable[dict]) -> bytes:
         first6 = next((ip for ip in ips if ":" in ip), None)
         chosen = [ip for ip in ips if ip in (first4, first6)]
         named = next(
-            ((c["name"], p) for c in spec.get("containers") or [] for p in c.get("ports") or [] if p.get("name") == "monitor"),
+            (
+                (c, p, init)
+                for field, init in (("containers", False), ("initContainers", True))
+                for c in spec.get(field) or []
+                for p in c.get("ports") or []
+                if p.get("name") == "monitor"
+            ),
             None,
         )
         port = named[1]["containerPort"] if named else 24231
@@ -152,11 +158,17 @@ def fluentd_body(pods: Iterable[dict]) -> bytes:
                 labels[M + "pod_controller_name"] = owner["name"]
             labels.update(_label_pairs(meta.get("labels") or {}, M + "pod_label_", M + "pod_labelpresent_"))
             if named:
-                labels[M + "pod_container_name"] = named[0]
+                container, _, init = named
+                statuses = status.get("initContainerStatuses" if init else "containerStatuses") or []
+                cid = next((s["containerID"] for s in statuses if s.get("name") == container["name"] and s.get("containerID")), "")
+                labels[M + "pod_container_name"] = container["name"]
+                labels[M + "pod_container_image"] = container.get("image", "")
+                if cid:
+                    labels[M + "pod_container_id"] = cid
                 labels[M + "pod_container_port_name"] = "monitor"
                 labels[M + "pod_container_port_number"] = str(port)
                 labels[M + "pod_container_port_protocol"] = named[1].get("protocol", "TCP")
-                labels[M + "pod_container_init"] = "false"
+                labels[M + "pod_container_init"] = "true" if init else "false"
             group = {"targets": [_target(ip, port)], "labels": labels}
             claims.append((ip, key, _created(pod), True, group))
     return _body(_resolve(claims))

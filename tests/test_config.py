@@ -240,3 +240,16 @@ def test_a_malformed_kubeconfig_is_one_line_naming_the_file(tmp_path, content, m
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert result.stderr.startswith(f"kube-http-sd: kubeconfig {kubeconfig}: cannot load: {message}")
+
+
+def test_attach_metadata_is_for_pod_sets_and_annotation_patterns_are_checked():
+    assert problems({"targets": {"k": {"source": "nodes", "port": 1, "attach_metadata": {"node": True}}}}) == [
+        "config/sd.yaml: targets.k.attach_metadata.node: applies to sets whose objects run on a node (pods), not nodes"
+    ]
+    assert problems({"targets": {"p": {"source": "pods", "port": 1, "annotations": ["a*b", "prefix*"], "attach_metadata": {"nod": 1}}}}) == [
+        "config/sd.yaml: targets.p.annotations[0]: an annotation key, or a prefix ending in '/*', got 'a*b'",
+        "config/sd.yaml: targets.p.annotations[1]: an annotation key, or a prefix ending in '/*', got 'prefix*'",
+        "config/sd.yaml: targets.p.attach_metadata.nod: unknown setting (known: node)",
+    ]
+    config = parse_config({"targets": {"p": {"source": "pods", "port": 1, "annotations": ["prometheus.io/*"], "attach_metadata": {"node": True}}}})
+    assert config.targets["p"].attach_metadata.node and config.targets["p"].annotations == ("prometheus.io/*",)

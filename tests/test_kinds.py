@@ -150,7 +150,7 @@ def test_pod_parses_dual_stack_ips_and_named_ports():
     assert pod.phase == "Running" and pod.ready == "True"
     assert pod.node_name == "node-1"
     assert pod.controller_kind == "DaemonSet" and pod.controller_name == "fluentd"
-    assert dict(pod.ports) == {"monitor": Port(24231, "fluentd", "TCP")}
+    assert dict(pod.ports) == {"monitor": Port(24231, "fluentd", "TCP", "fluent/fluentd:v1.18-1")}
 
 
 def test_pod_falls_back_to_pod_ip_without_pod_ips():

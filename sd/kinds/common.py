@@ -90,6 +90,11 @@ READINESS_WHY: Mapping[str, Callable[[Any], str]] = {
 NO_ADDRESS_WHY = "no usable IP for this set's address types and ip_family"
 
 
+def listed(pairs: tuple[tuple[str, str], ...], allow: Allowlist) -> tuple[tuple[str, str], ...]:
+    """The (key, value) pairs whose key ``allow`` lists."""
+    return tuple(p for p in pairs if p[0] in allow) if pairs and allow else ()
+
+
 def readiness(terminating: bool, ready: str) -> str | None:
     """The common tail of every kind's exclusion rules (with require_ready)."""
     if terminating:
@@ -102,6 +107,36 @@ class Port:
     number: int
     container: str = ""
     protocol: str = "TCP"
+    image: str = ""
+    init: bool = False  # the container is in spec.initContainers
+    container_id: str = ""  # from the container's status, once it has one
+
+
+@dataclass(frozen=True, slots=True)
+class Allowlist:
+    """Which annotations to keep: exact keys, and prefixes written ``"prefix/*"`` (``"*"``: all).
+    Unlisted annotations are never stored."""
+
+    keys: frozenset[str] = frozenset()
+    prefixes: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, patterns: tuple[str, ...]) -> Allowlist:
+        keys = frozenset(p for p in patterns if not p.endswith("*"))
+        prefixes = tuple(sorted({p[:-1] for p in patterns if p.endswith("*")}))
+        return cls(keys, prefixes)
+
+    def __bool__(self) -> bool:
+        return bool(self.keys or self.prefixes)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.keys or key.startswith(self.prefixes)
+
+    def __or__(self, other: Allowlist) -> Allowlist:
+        return Allowlist(self.keys | other.keys, tuple(sorted(set(self.prefixes) | set(other.prefixes))))
+
+
+NOTHING = Allowlist()
 
 
 class Record(Protocol):
@@ -147,6 +182,8 @@ class Kind(Generic[R]):
     address_types: ClassVar[tuple[str, ...]] = ()
     # ip_family: reachable (probe each IP's metrics endpoint) is offered.
     probes: ClassVar[bool] = False
+    # Objects run on a node (node_of), so attach_metadata: {node: true} is offered.
+    runs_on_nodes: ClassVar[bool] = False
     # Human text per exclusion reason this kind produces.
     why_excluded: ClassVar[Mapping[str, Callable[[Any], str]]]
 
@@ -157,18 +194,24 @@ class Kind(Generic[R]):
             return None
         return f"{meta.get('namespace')}/{meta['name']}" if self.namespaced else meta["name"]
 
-    def parse(self, raw: Any, report: Report = ignore, previous: R | None = None) -> R | None:
+    def parse(self, raw: Any, report: Report = ignore, previous: R | None = None, annotations: Allowlist = NOTHING) -> R | None:
         """A raw object → record, or None (reported) when it cannot be one.
-        ``previous`` (the stored record of the same object) lets unchanged parts be reused."""
+        ``previous`` (the stored record of the same object) lets unchanged parts be reused;
+        only the ``annotations`` listed are kept."""
         raise NotImplementedError
 
     def exclude(self, record: R, require_ready: bool) -> str | None:
         """Why the record is not a candidate (a reason constant), or None."""
         raise NotImplementedError
 
-    def labels(self, record: R) -> dict[str, str]:
-        """The kubernetes_sd ``__meta_*`` labels of the object (a new dict)."""
+    def labels(self, record: R, annotations: Allowlist = NOTHING) -> dict[str, str]:
+        """The kubernetes_sd ``__meta_*`` labels of the object (a new dict), with the
+        ``annotations`` it holds that are listed."""
         raise NotImplementedError
+
+    def node_of(self, record: R) -> str | None:
+        """The node the object runs on, for ``attach_metadata: {node: true}``; None: not offered."""
+        return None
 
     def target_labels(self, record: R, ip: str, port: Port | None, port_name: str | None) -> dict[str, str]:
         """Labels that depend on the target: the IP, and the named port when it was found."""
@@ -362,6 +405,31 @@ def object_labels(
         out.append((_intern(key), _intern(value)))
     out.sort()
     return tuple(out)
+
+
+def object_annotations(
+    meta: Mapping[str, Any], allow: Allowlist, where: str, report: Report, previous: tuple[tuple[str, str], ...] | None
+) -> tuple[tuple[str, str], ...]:
+    """The listed metadata.annotations as sorted (key, value) pairs (``previous`` when equal)."""
+    if not allow:
+        return ()
+    annotations = meta.get("annotations")
+    if annotations is None:
+        return ()
+    if not isinstance(annotations, dict):
+        report(BAD_FIELD, f"{where}: metadata.annotations: expected a map, got {preview(annotations)}")
+        return ()
+    out = []
+    for key, value in annotations.items():
+        if key not in allow:
+            continue
+        if not isinstance(value, str):
+            report(BAD_FIELD, f"{where}: metadata.annotations[{key!r}]: expected a string, got {preview(value)}")
+            continue
+        out.append((_intern(key), value))
+    out.sort()
+    result = tuple(out)
+    return previous if previous == result else result
 
 
 def conditions(

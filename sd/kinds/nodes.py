@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sd.kinds.common import BAD_FIELD, BAD_OBJECT, META, READINESS_WHY
-from sd.kinds.common import Fields, Kind, Port, Report
+from sd.kinds.common import NOTHING, Allowlist, Fields, Kind, Port, Report
 from sd.kinds.common import add_pairs, conditions, field_reader, get_dict, get_list, get_str, ignore, is_ip, text
-from sd.kinds.common import normalize_ip, object_labels, port_number, preview, readiness, sanitize, timestamp
+from sd.kinds.common import listed, normalize_ip, object_annotations, object_labels, port_number, preview, readiness
+from sd.kinds.common import sanitize, timestamp
 
 NODE_NAME = META + "node_name"
 NODE_PROVIDER_ID = META + "node_provider_id"
@@ -17,6 +18,8 @@ NODE_LABEL = META + "node_label_"
 NODE_LABEL_PRESENT = META + "node_labelpresent_"
 NODE_ADDRESS = META + "node_address_"
 NODE_CONDITION = META + "node_condition_"
+NODE_ANNOTATION = META + "node_annotation_"
+NODE_ANNOTATION_PRESENT = META + "node_annotationpresent_"
 
 INTERNAL_IP = "InternalIP"
 EXTERNAL_IP = "ExternalIP"
@@ -38,6 +41,7 @@ class NodeRecord:
     labels: tuple[tuple[str, str], ...]  # sorted by key
     provider_id: str
     ports: tuple[tuple[str, Port], ...]  # ("kubelet", Port(10250)) when the node reports one
+    annotations: tuple[tuple[str, str], ...] = ()  # the listed ones only, sorted by key
 
     @property
     def key(self) -> str:
@@ -67,7 +71,9 @@ class Nodes(Kind[NodeRecord]):
     address_types = (INTERNAL_IP, EXTERNAL_IP)
     why_excluded = READINESS_WHY
 
-    def parse(self, raw: Any, report: Report = ignore, previous: NodeRecord | None = None) -> NodeRecord | None:
+    def parse(
+        self, raw: Any, report: Report = ignore, previous: NodeRecord | None = None, annotations: Allowlist = NOTHING
+    ) -> NodeRecord | None:
         meta = get_dict(raw, "metadata") if isinstance(raw, dict) else None
         name = get_str(meta, "name")
         if meta is None or not name:
@@ -92,14 +98,15 @@ class Nodes(Kind[NodeRecord]):
             labels=f.take(object_labels(meta, where, f, previous.labels if previous else None), "labels"),
             provider_id=provider_id,
             ports=ports,
+            annotations=f.take(object_annotations(meta, annotations, where, f, previous.annotations if previous else None), "annotations"),
         )
 
     def exclude(self, record: NodeRecord, require_ready: bool) -> str | None:
         return readiness(record.terminating, record.ready) if require_ready else None
 
-    def labels(self, record: NodeRecord) -> dict[str, str]:
-        labels = {NODE_NAME: record.name, NODE_PROVIDER_ID: record.provider_id}
-        add_pairs(labels, NODE_LABEL, NODE_LABEL_PRESENT, record.labels)
+    def labels(self, record: NodeRecord, annotations: Allowlist = NOTHING) -> dict[str, str]:
+        labels = self.attached_labels(record, annotations)
+        labels[NODE_PROVIDER_ID] = record.provider_id
         for kind, value in record.addresses:
             labels.setdefault(NODE_ADDRESS + sanitize(kind), value)  # first address of each type
         for kind, status in record.conditions:
@@ -108,6 +115,14 @@ class Nodes(Kind[NodeRecord]):
 
     def instance(self, record: NodeRecord) -> str | None:
         return record.name
+
+    def attached_labels(self, record: NodeRecord, annotations: Allowlist = NOTHING) -> dict[str, str]:
+        """What Prometheus' attach_metadata puts on a pod's targets from its node: the node's
+        name, labels and (listed) annotations, under the node-role names."""
+        labels = {NODE_NAME: record.name}
+        add_pairs(labels, NODE_LABEL, NODE_LABEL_PRESENT, record.labels)
+        add_pairs(labels, NODE_ANNOTATION, NODE_ANNOTATION_PRESENT, listed(record.annotations, annotations))
+        return labels
 
 
 def _addresses(status: dict, where: str, report: Report) -> tuple[tuple[str, str], ...]:
@@ -138,3 +153,55 @@ def _kubelet_port(status: dict, where: str, report: Report) -> tuple[tuple[str, 
 
 
 KIND = Nodes()
+
+
+class Directory:
+    """The nodes one node watch delivers, for sets that attach node metadata to their
+    targets (``attach_metadata: {node: true}``). It is read like a target set by its feed;
+    when a node's labels or annotations change, appear or go, it tells its listeners the
+    node's name, so that only the targets of objects on that node are rebuilt."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, NodeRecord] = {}
+        self.sources: list[Any] = []  # the SourceStatus of its feed
+        self.listeners: list[Any] = []  # the sets attached to it (node_changed, source_synced)
+
+    def labels(self, name: str, annotations: Allowlist) -> dict[str, str]:
+        """The attached labels of node ``name``; {} while it is not known."""
+        node = self.records.get(name)
+        return KIND.attached_labels(node, annotations) if node is not None else {}
+
+    # -- read by its feed, like a target set ---------------------------------------------
+
+    def add_source(self, status: Any) -> None:
+        self.sources.append(status)
+
+    def source_synced(self) -> None:
+        for ts in self.listeners:
+            ts.source_synced()
+
+    def record(self, key: str) -> NodeRecord | None:
+        return self.records.get(key)
+
+    def upsert(self, record: NodeRecord) -> None:
+        old = self.records.get(record.name)
+        self.records[record.name] = record
+        # Heartbeats reuse the stored label tuples: `is` settles almost every event.
+        if old is None or not (old.labels is record.labels or old.labels == record.labels) or old.annotations != record.annotations:
+            self._changed(record.name)
+
+    def delete(self, key: str) -> None:
+        if self.records.pop(key, None) is not None:
+            self._changed(key)
+
+    def replace(self, records: list[NodeRecord], keys: set[str] | None = None) -> None:
+        seen = set()
+        for record in records:
+            seen.add(record.name)
+            self.upsert(record)
+        for key in set(self.records if keys is None else keys) - seen:
+            self.delete(key)
+
+    def _changed(self, name: str) -> None:
+        for ts in self.listeners:
+            ts.node_changed(name)

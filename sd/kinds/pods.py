@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from sd.kinds.common import BAD_FIELD, BAD_OBJECT, META, READINESS_WHY
-from sd.kinds.common import Fields, Kind, Port, Report
+from sd.kinds.common import NOTHING, Allowlist, Fields, Kind, Port, Report
 from sd.kinds.common import add_pairs, conditions, field_reader, get_dict, get_list, get_str, ignore
-from sd.kinds.common import normalize_ip, object_labels, port_number, preview, readiness, text, timestamp
+from sd.kinds.common import listed, normalize_ip, object_annotations, object_labels, port_number, preview, readiness
+from sd.kinds.common import text, timestamp
 
 NAMESPACE = META + "namespace"
 POD_NAME = META + "pod_name"
@@ -28,6 +29,10 @@ POD_CONTAINER_PORT_NAME = META + "pod_container_port_name"
 POD_CONTAINER_PORT_NUMBER = META + "pod_container_port_number"
 POD_CONTAINER_PORT_PROTOCOL = META + "pod_container_port_protocol"
 POD_CONTAINER_INIT = META + "pod_container_init"
+POD_CONTAINER_IMAGE = META + "pod_container_image"
+POD_CONTAINER_ID = META + "pod_container_id"
+POD_ANNOTATION = META + "pod_annotation_"
+POD_ANNOTATION_PRESENT = META + "pod_annotationpresent_"
 
 # Exclusion reasons of pods only (NOT_READY, TERMINATING are shared).
 NOT_RUNNING = "not_running"
@@ -52,7 +57,8 @@ class PodRecord:
     labels: tuple[tuple[str, str], ...]
     controller_kind: str
     controller_name: str
-    ports: tuple[tuple[str, Port], ...]  # named container ports, first container wins a name
+    ports: tuple[tuple[str, Port], ...]  # named ports: containers, then initContainers; the first wins a name
+    annotations: tuple[tuple[str, str], ...] = ()  # the listed ones only, sorted by key
 
     @property
     def key(self) -> str:
@@ -90,13 +96,16 @@ class Pods(Kind[PodRecord]):
         )
     }
     probes = True
+    runs_on_nodes = True
     why_excluded = {
         **READINESS_WHY,
         NOT_RUNNING: lambda r: f"phase {r.phase or 'missing'}, not Running",
         FINISHED: lambda r: f"phase {r.phase}: finished, its IP may belong to another pod",
     }
 
-    def parse(self, raw: Any, report: Report = ignore, previous: PodRecord | None = None) -> PodRecord | None:
+    def parse(
+        self, raw: Any, report: Report = ignore, previous: PodRecord | None = None, annotations: Allowlist = NOTHING
+    ) -> PodRecord | None:
         meta = get_dict(raw, "metadata") if isinstance(raw, dict) else None
         name, namespace = get_str(meta, "name"), get_str(meta, "namespace")
         if meta is None or not name or not namespace:
@@ -111,7 +120,7 @@ class Pods(Kind[PodRecord]):
         pod_ips = f.take(_pod_ips(status, where, f), "pod_ips", "status")
         spec = f.section(raw, "spec", where)
         node_name = f.take(text(spec, "nodeName", where, f, "spec.nodeName"), "node_name", "spec")
-        ports = f.take(_container_ports(spec, where, f), "ports", "spec")
+        ports = f.take(_container_ports(spec, status, where, f), "ports", "spec")
         controller_kind, controller_name = f.take(_controller(meta, where, f), "controller")
         return PodRecord(
             namespace=_intern(namespace),
@@ -128,6 +137,7 @@ class Pods(Kind[PodRecord]):
             controller_kind=_intern(controller_kind),
             controller_name=controller_name,
             ports=ports,
+            annotations=f.take(object_annotations(meta, annotations, where, f, previous.annotations if previous else None), "annotations"),
         )
 
     def exclude(self, record: PodRecord, require_ready: bool) -> str | None:
@@ -139,7 +149,7 @@ class Pods(Kind[PodRecord]):
             return NOT_RUNNING
         return readiness(record.terminating, record.ready)
 
-    def labels(self, record: PodRecord) -> dict[str, str]:
+    def labels(self, record: PodRecord, annotations: Allowlist = NOTHING) -> dict[str, str]:
         labels = {
             NAMESPACE: record.namespace,
             POD_NAME: record.name,
@@ -153,16 +163,23 @@ class Pods(Kind[PodRecord]):
             labels[POD_CONTROLLER_KIND] = record.controller_kind
             labels[POD_CONTROLLER_NAME] = record.controller_name
         add_pairs(labels, POD_LABEL, POD_LABEL_PRESENT, record.labels)
+        add_pairs(labels, POD_ANNOTATION, POD_ANNOTATION_PRESENT, listed(record.annotations, annotations))
         return labels
+
+    def node_of(self, record: PodRecord) -> str | None:
+        return record.node_name
 
     def target_labels(self, record: PodRecord, ip: str, port: Port | None, port_name: str | None) -> dict[str, str]:
         labels = {POD_IP: ip}
         if port is not None and port_name:
             labels[POD_CONTAINER_NAME] = port.container
+            labels[POD_CONTAINER_IMAGE] = port.image
+            if port.container_id:  # absent until the container's status has one (kubernetes_sd: dropped when empty)
+                labels[POD_CONTAINER_ID] = port.container_id
             labels[POD_CONTAINER_PORT_NAME] = port_name
             labels[POD_CONTAINER_PORT_NUMBER] = str(port.number)
             labels[POD_CONTAINER_PORT_PROTOCOL] = port.protocol
-            labels[POD_CONTAINER_INIT] = "false"
+            labels[POD_CONTAINER_INIT] = "true" if port.init else "false"
         return labels
 
 
@@ -189,20 +206,35 @@ def _controller(meta: Mapping[str, Any], where: str, report: Report) -> tuple[st
     return "", ""
 
 
-def _container_ports(spec: Mapping[str, Any], where: str, report: Report) -> tuple[tuple[str, Port], ...]:
+# (spec list, status list, init): where named ports are looked for, in this order, as
+# kubernetes_sd does (pod.go: Containers, then InitContainers, with their statuses).
+_CONTAINER_LISTS = (("containers", "containerStatuses", False), ("initContainers", "initContainerStatuses", True))
+
+
+def _container_ports(
+    spec: Mapping[str, Any], status: Mapping[str, Any], where: str, report: Report
+) -> tuple[tuple[str, Port], ...]:
     ports: dict[str, Port] = {}
-    for ci, container in enumerate(get_list(spec, "containers", where, report, "spec.containers")):
-        if not isinstance(container, dict):
-            report(BAD_FIELD, f"{where}: spec.containers[{ci}]: expected an object, got {preview(container)}")
-            continue
-        cname = get_str(container, "name")
-        for pi, item in enumerate(get_list(container, "ports", where, report, f"spec.containers[{ci}].ports")):
-            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-                continue  # unnamed ports cannot be selected by name
-            number = port_number(item.get("containerPort"), f"{where}: spec.containers[{ci}].ports[{pi}].containerPort", report)
-            if number is not None and item["name"] not in ports:
-                protocol = item.get("protocol") if isinstance(item.get("protocol"), str) else "TCP"
-                ports[_intern(item["name"])] = Port(number, _intern(cname), _intern(protocol))
+    for field, statuses_field, init in _CONTAINER_LISTS:
+        ids = {
+            s["name"]: s["containerID"]
+            for s in get_list(status, statuses_field, where, report, f"status.{statuses_field}")
+            if isinstance(s, dict) and isinstance(s.get("name"), str) and isinstance(s.get("containerID"), str)
+        }
+        for ci, container in enumerate(get_list(spec, field, where, report, f"spec.{field}")):
+            if not isinstance(container, dict):
+                report(BAD_FIELD, f"{where}: spec.{field}[{ci}]: expected an object, got {preview(container)}")
+                continue
+            cname = get_str(container, "name")
+            for pi, item in enumerate(get_list(container, "ports", where, report, f"spec.{field}[{ci}].ports")):
+                if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+                    continue  # unnamed ports cannot be selected by name
+                number = port_number(item.get("containerPort"), f"{where}: spec.{field}[{ci}].ports[{pi}].containerPort", report)
+                if number is not None and item["name"] not in ports:
+                    protocol = item.get("protocol") if isinstance(item.get("protocol"), str) else "TCP"
+                    ports[_intern(item["name"])] = Port(
+                        number, _intern(cname), _intern(protocol), _intern(get_str(container, "image")), init, ids.get(cname, "")
+                    )
     return tuple(ports.items())
 
 

@@ -1,0 +1,312 @@
+"""Label parity with Prometheus' kubernetes_sd pod role, transcribed from Prometheus'
+discovery/kubernetes/pod_test.go (makeMultiPortPods, makePods, makeInitContainerPods,
+TestPodDiscoveryWithNodeMetadata[UpdateNode]), with our documented differences applied:
+one target per pod IP on the set's named port, the Ready filter, and `__meta_sd_ip_family`.
+The Go tests' public addresses (1.2.3.4, 2.3.4.5) are replaced by documentation ones."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sdtest.factories import make_node, make_pod
+
+from sd.config import AttachMetadata, default_config
+from sd.kinds import nodes, pods
+from sd.kinds.common import Allowlist
+from sd.targets import TargetSet
+
+POD_IP, HOST_IP = "192.0.2.4", "192.0.2.5"
+FLUENTD = default_config().targets["fluentd"]
+
+
+def pod_set(port_name: str, **changes) -> TargetSet:
+    return TargetSet(dataclasses.replace(FLUENTD, label_selector="", port_name=port_name, ip_family="primary", **changes))
+
+
+def multi_port_pod() -> dict:
+    return {
+        "metadata": {
+            "name": "testpod", "namespace": "default", "uid": "abc123",
+            "labels": {"test/label": "testvalue"},
+            "annotations": {"test/annotation": "testannotationvalue"},
+            "ownerReferences": [{"kind": "testcontrollerkind", "name": "testcontrollername", "controller": True}],
+        },
+        "spec": {
+            "nodeName": "testnode",
+            "containers": [
+                {"name": "testcontainer0", "image": "testcontainer0:latest", "ports": [
+                    {"name": "testport0", "protocol": "TCP", "containerPort": 9000},
+                    {"name": "testport1", "protocol": "UDP", "containerPort": 9001},
+                ]},
+                {"name": "testcontainer1", "image": "testcontainer1:latest"},
+            ],
+        },
+        "status": {
+            "podIP": POD_IP, "hostIP": HOST_IP, "phase": "Running",
+            "conditions": [{"type": "Ready", "status": "True"}],
+            "containerStatuses": [
+                {"name": "testcontainer0", "containerID": "docker://a1b2c3d4e5f6"},
+                {"name": "testcontainer1", "containerID": "containerd://6f5e4d3c2b1a"},
+            ],
+        },
+    }
+
+
+def served(ts: TargetSet) -> dict[str, dict[str, str]]:
+    ts.render()
+    return {g["targets"][0]: g["labels"] for g in orjson.loads(ts.body)}
+
+
+MULTI_PORT_GROUP = {  # pod_test.go TestPodDiscoveryBeforeRun: the group's labels
+    "__meta_kubernetes_pod_name": "testpod",
+    "__meta_kubernetes_namespace": "default",
+    "__meta_kubernetes_pod_label_test_label": "testvalue",
+    "__meta_kubernetes_pod_labelpresent_test_label": "true",
+    "__meta_kubernetes_pod_annotation_test_annotation": "testannotationvalue",
+    "__meta_kubernetes_pod_annotationpresent_test_annotation": "true",
+    "__meta_kubernetes_pod_node_name": "testnode",
+    "__meta_kubernetes_pod_ip": POD_IP,
+    "__meta_kubernetes_pod_host_ip": HOST_IP,
+    "__meta_kubernetes_pod_ready": "true",
+    "__meta_kubernetes_pod_phase": "Running",
+    "__meta_kubernetes_pod_uid": "abc123",
+    "__meta_kubernetes_pod_controller_kind": "testcontrollerkind",
+    "__meta_kubernetes_pod_controller_name": "testcontrollername",
+}
+
+
+def test_multi_port_pod_labels_equal_kubernetes_sd_for_each_named_port():
+    for port_name, target in [
+        ("testport0", {  # the 1.2.3.4:9000 target of TestPodDiscoveryBeforeRun
+            "__meta_kubernetes_pod_container_name": "testcontainer0",
+            "__meta_kubernetes_pod_container_image": "testcontainer0:latest",
+            "__meta_kubernetes_pod_container_port_name": "testport0",
+            "__meta_kubernetes_pod_container_port_number": "9000",
+            "__meta_kubernetes_pod_container_port_protocol": "TCP",
+            "__meta_kubernetes_pod_container_init": "false",
+            "__meta_kubernetes_pod_container_id": "docker://a1b2c3d4e5f6",
+        }),
+        ("testport1", {  # ...and its 1.2.3.4:9001 target
+            "__meta_kubernetes_pod_container_name": "testcontainer0",
+            "__meta_kubernetes_pod_container_image": "testcontainer0:latest",
+            "__meta_kubernetes_pod_container_port_name": "testport1",
+            "__meta_kubernetes_pod_container_port_number": "9001",
+            "__meta_kubernetes_pod_container_port_protocol": "UDP",
+            "__meta_kubernetes_pod_container_init": "false",
+            "__meta_kubernetes_pod_container_id": "docker://a1b2c3d4e5f6",
+        }),
+    ]:
+        ts = pod_set(port_name, annotations=("test/annotation",))
+        ts.upsert(pods.KIND.parse(multi_port_pod(), annotations=ts.annotations))
+        address = f"{POD_IP}:{target['__meta_kubernetes_pod_container_port_number']}"
+        labels = served(ts)[address]
+        assert labels.pop("__meta_sd_ip_family") == "ipv4"
+        assert labels == {**MULTI_PORT_GROUP, **target}
+
+
+def test_a_named_port_on_an_init_container_is_served_as_init():
+    # makeInitContainerPods (Pending, not Ready, hence require_ready: false), its init
+    # container given the named port the Go test's lacks.
+    raw = {
+        "metadata": {"name": "testpod", "namespace": "default", "uid": "abc123"},
+        "spec": {
+            "nodeName": "testnode",
+            "containers": [{"name": "testcontainer", "image": "testcontainer:latest",
+                            "ports": [{"name": "testport", "protocol": "TCP", "containerPort": 9000}]}],
+            "initContainers": [{"name": "initcontainer", "image": "initcontainer:latest",
+                                "ports": [{"name": "metrics", "protocol": "TCP", "containerPort": 9100}]}],
+        },
+        "status": {
+            "podIP": POD_IP, "hostIP": HOST_IP, "phase": "Pending",
+            "conditions": [{"type": "Ready", "status": "False"}],
+            "containerStatuses": [{"name": "testcontainer", "containerID": "docker://a1b2c3d4e5f6"}],
+            "initContainerStatuses": [{"name": "initcontainer", "containerID": "containerd://6f5e4d3c2b1a"}],
+        },
+    }
+    ts = pod_set("metrics", require_ready=False)
+    ts.upsert(pods.KIND.parse(raw))
+    labels = served(ts)[f"{POD_IP}:9100"]
+    assert {k: labels[k] for k in labels if "container" in k} == {
+        "__meta_kubernetes_pod_container_name": "initcontainer",
+        "__meta_kubernetes_pod_container_image": "initcontainer:latest",
+        "__meta_kubernetes_pod_container_init": "true",
+        "__meta_kubernetes_pod_container_id": "containerd://6f5e4d3c2b1a",
+        "__meta_kubernetes_pod_container_port_name": "metrics",
+        "__meta_kubernetes_pod_container_port_number": "9100",
+        "__meta_kubernetes_pod_container_port_protocol": "TCP",
+    }
+    assert labels["__meta_kubernetes_pod_phase"] == "Pending" and labels["__meta_kubernetes_pod_ready"] == "false"
+
+
+def test_a_native_sidecar_port_is_served_from_a_running_ready_pod_and_id_waits_for_status():
+    raw = make_pod("fluentd-x", ["192.0.2.9"], port_name=None)
+    raw["spec"]["initContainers"] = [{"name": "exporter", "image": "exporter:1", "restartPolicy": "Always",
+                                      "ports": [{"name": "monitor", "containerPort": 24231}]}]
+    ts = pod_set("monitor")
+    ts.upsert(pods.KIND.parse(raw))
+    labels = served(ts)["192.0.2.9:24231"]
+    assert labels["__meta_kubernetes_pod_container_init"] == "true"
+    assert labels["__meta_kubernetes_pod_container_name"] == "exporter"
+    assert "__meta_kubernetes_pod_container_id" not in labels  # no status for it yet
+    raw["status"]["initContainerStatuses"] = [{"name": "exporter", "containerID": "containerd://abc"}]
+    ts.upsert(pods.KIND.parse(raw))
+    assert served(ts)["192.0.2.9:24231"]["__meta_kubernetes_pod_container_id"] == "containerd://abc"
+
+
+def test_unlisted_annotations_are_never_stored_and_prefixes_select():
+    raw = make_pod("p", ["192.0.2.7"])
+    raw["metadata"]["annotations"] = {"prometheus.io/scrape": "true", "prometheus.io/port": "9102", "other": "x"}
+    assert pods.KIND.parse(raw).annotations == ()
+    record = pods.KIND.parse(raw, annotations=Allowlist.of(("prometheus.io/*",)))
+    assert record.annotations == (("prometheus.io/port", "9102"), ("prometheus.io/scrape", "true"))
+    ts = pod_set("monitor", annotations=("prometheus.io/scrape",))
+    ts.upsert(record)
+    labels = served(ts)["192.0.2.7:24231"]
+    assert labels["__meta_kubernetes_pod_annotation_prometheus_io_scrape"] == "true"
+    assert labels["__meta_kubernetes_pod_annotationpresent_prometheus_io_scrape"] == "true"
+    assert not [k for k in labels if "prometheus_io_port" in k or "annotation_other" in k]
+
+
+# -- attach_metadata: {node: true} ---------------------------------------------------
+
+
+def attached_set(directory: nodes.Directory, **changes) -> TargetSet:
+    ts = pod_set("monitor", attach_metadata=AttachMetadata(node=True), **changes)
+    ts.attach(directory)
+    return ts
+
+
+def test_node_metadata_on_pod_targets_as_kubernetes_sd_attaches_it():
+    # TestPodDiscoveryWithNodeMetadata: node testnode with l1=v1.
+    directory = nodes.Directory()
+    ts = attached_set(directory)
+    directory.upsert(nodes.KIND.parse({"metadata": {"name": "testnode", "labels": {"l1": "v1"}}, "status": {}}))
+    ts.upsert(pods.KIND.parse(make_pod("testpod", [POD_IP], node="testnode")))
+    labels = served(ts)[f"{POD_IP}:24231"]
+    assert {k: v for k, v in labels.items() if k.startswith("__meta_kubernetes_node_")} == {
+        "__meta_kubernetes_node_name": "testnode",
+        "__meta_kubernetes_node_label_l1": "v1",
+        "__meta_kubernetes_node_labelpresent_l1": "true",
+    }
+
+
+def test_a_node_label_change_rebuilds_only_the_groups_of_pods_on_that_node():
+    # TestPodDiscoveryWithNodeMetadataUpdateNode: l1=v1 becomes l2=v2.
+    directory = nodes.Directory()
+    ts = attached_set(directory)
+    for name in ("testnode", "other"):
+        directory.upsert(nodes.KIND.parse(make_node(name, ["192.0.2.100"], labels={"l1": "v1"})))
+    ts.upsert(pods.KIND.parse(make_pod("a", ["192.0.2.1"], node="testnode")))
+    ts.upsert(pods.KIND.parse(make_pod("b", ["192.0.2.2"], node="other")))
+    before = served(ts)
+    directory.upsert(nodes.KIND.parse(make_node("testnode", ["192.0.2.100"], labels={"l2": "v2"})))
+    assert [f.start for f in ts._fragments.values()] == [-1, ts._fragments["192.0.2.2"].start], "only a's group"
+    after = served(ts)
+    assert after["192.0.2.1:24231"]["__meta_kubernetes_node_label_l2"] == "v2"
+    assert "__meta_kubernetes_node_label_l1" not in after["192.0.2.1:24231"]
+    assert after["192.0.2.2:24231"] == before["192.0.2.2:24231"]
+    # A heartbeat of the node (same labels) rebuilds nothing.
+    directory.upsert(nodes.KIND.parse(make_node("testnode", ["192.0.2.100"], labels={"l2": "v2"}, heartbeat="2026-11-21T10:00:10Z")))
+    assert not ts.dirty
+
+
+def test_a_pod_before_its_node_gets_node_labels_when_the_node_appears_and_loses_them_when_it_goes():
+    directory = nodes.Directory()
+    ts = attached_set(directory)
+    ts.upsert(pods.KIND.parse(make_pod("a", ["192.0.2.1"], node="late")))
+    assert "__meta_kubernetes_node_name" not in served(ts)["192.0.2.1:24231"]
+    directory.upsert(nodes.KIND.parse(make_node("late", ["192.0.2.100"], labels={"zone": "z1"})))
+    assert served(ts)["192.0.2.1:24231"]["__meta_kubernetes_node_label_zone"] == "z1"
+    directory.delete("late")
+    assert "__meta_kubernetes_node_name" not in served(ts)["192.0.2.1:24231"]
+
+
+node_events = st.lists(
+    st.tuples(
+        st.sampled_from(["node", "pod"]),
+        st.integers(0, 3),  # which object
+        st.integers(0, 4),  # its labels / node; 4 = delete
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(node_events)
+def test_attached_labels_equal_a_fresh_build_for_any_event_order(events):
+    def node(i: int, v: int) -> dict:
+        return make_node(f"n{i}", [f"192.0.2.{100 + i}"], labels={"zone": f"z{v}"})
+
+    def pod(i: int, v: int) -> dict:
+        return make_pod(f"p{i}", [f"192.0.2.{i + 1}"], node=f"n{v}")
+
+    directory = nodes.Directory()
+    ts = attached_set(directory)
+    final_nodes: dict[int, dict] = {}
+    final_pods: dict[int, dict] = {}
+    for what, i, v in events:
+        objects, build = (final_nodes, node) if what == "node" else (final_pods, pod)
+        if v == 4:
+            objects.pop(i, None)
+            (directory.delete(f"n{i}") if what == "node" else ts.delete(f"logging/p{i}"))
+        else:
+            objects[i] = build(i, v)
+            record = (nodes.KIND if what == "node" else pods.KIND).parse(copy.deepcopy(objects[i]))
+            (directory.upsert if what == "node" else ts.upsert)(record)
+        if len(events) % 3 == 0:
+            ts.render()  # renders in between must not change the end result
+    fresh_directory = nodes.Directory()
+    fresh = attached_set(fresh_directory)
+    fresh_directory.replace([nodes.KIND.parse(n) for n in final_nodes.values()])
+    fresh.replace([pods.KIND.parse(p) for p in final_pods.values()])
+    assert served(ts) == served(fresh)
+
+
+def test_node_labels_reach_pod_targets_through_a_live_watch_with_one_node_watch(api, tmp_path):
+    from sdtest.helpers import FAST, Server, eventually
+
+    config = tmp_path / "sd.yaml"
+    config.write_text(FAST + "\n".join([
+        "targets:",
+        "  kubelet: {source: nodes, port: 10250, port_name: kubelet, annotations: ['team.example/*']}",
+        "  fluentd:",
+        "    source: pods",
+        "    port: 24231",
+        "    port_name: monitor",
+        "    label_selector: app.kubernetes.io/name=fluentd",
+        "    ip_family: both",
+        "    attach_metadata: {node: true}",
+        "    annotations: ['team.example/owner']",
+        "",
+    ]))
+    node = make_node("n1", ["192.0.2.1"], labels={"topology.kubernetes.io/zone": "z1"})
+    node["metadata"]["annotations"]["team.example/owner"] = "logs"
+    api.add(node)
+    api.add(make_pod("f1", ["192.0.2.10", "2001:db8::10"], node="n1"))
+    api.add(make_pod("f2", ["192.0.2.11"], node="n-later"))
+    with Server("--kubeconfig", api.write_kubeconfig(tmp_path / "kubeconfig"), "--config", str(config)) as srv:
+        srv.wait_healthy()
+
+        def pod_labels() -> dict[str, dict[str, str]]:
+            resp = srv.get("/targets/fluentd")
+            assert resp.status_code == 200
+            return {g["targets"][0]: g["labels"] for g in resp.json()}
+
+        labels = eventually(pod_labels, what="first sync")
+        for target in ("192.0.2.10:24231", "[2001:db8::10]:24231"):
+            assert labels[target]["__meta_kubernetes_node_label_topology_kubernetes_io_zone"] == "z1"
+            assert labels[target]["__meta_kubernetes_node_annotation_team_example_owner"] == "logs"
+        assert "__meta_kubernetes_node_name" not in labels["192.0.2.11:24231"], "its node is not known yet"
+        moved = make_node("n1", ["192.0.2.1"], labels={"topology.kubernetes.io/zone": "z2"})
+        api.modify(moved)
+        eventually(lambda: pod_labels()["192.0.2.10:24231"]["__meta_kubernetes_node_label_topology_kubernetes_io_zone"] == "z2",
+                   what="the node's new zone on its pod's targets")
+        api.add(make_node("n-later", ["192.0.2.2"], labels={"topology.kubernetes.io/zone": "z3"}))
+        eventually(lambda: pod_labels()["192.0.2.11:24231"].get("__meta_kubernetes_node_name") == "n-later")
+        # The kubelet set and the attached metadata share the one unfiltered node watch.
+        node_streams = [r for r in api.requests if r["path"] == "/api/v1/nodes" and r["query"].get("sendInitialEvents")]
+        assert len(node_streams) == 1
