@@ -106,11 +106,15 @@ def attach(config: Config, sets: dict[str, TargetSet], directory: nodes.Director
             sets[name].attach(directory)
 
 
-def load_snapshot(path: str | Path, feeds: list[Feed]) -> None:
-    """Give each feed the objects of a snapshot file its source would get from the
-    API server (kind, namespace, selectors), as one full list."""
-    objects = read_snapshot(path, {kind.object_kind: kind.name for kind in KINDS.values()},
-                            {kind.list_kind: kind.object_kind for kind in KINDS.values()})
+def read_objects(path: str | Path) -> dict[str, list[dict[str, Any]]]:
+    """The objects of a snapshot file by kind name; raises SnapshotError."""
+    return read_snapshot(path, {kind.object_kind: kind.name for kind in KINDS.values()},
+                         {kind.list_kind: kind.object_kind for kind in KINDS.values()})
+
+
+def load_snapshot(objects: dict[str, list[dict[str, Any]]], feeds: list[Feed]) -> None:
+    """Give each feed the snapshot's objects its source would get from the API server
+    (kind, namespace, selectors), as one full list."""
     for feed in feeds:
         src = feed.source
         match = matcher(src.label_selector, src.field_selector, src.kind.fields)

@@ -14,7 +14,7 @@ import logging
 from typing import Any, Callable
 
 from sd.config import Config, IPFamilyPolicy
-from sd.feed import Feed, Source, annotations_for, attach, load_snapshot, plan_sources
+from sd.feed import Feed, Source, annotations_for, attach, load_snapshot, plan_sources, read_objects
 from sd.kinds.nodes import Directory
 from sd.metrics import Metrics
 from sd.probe import Prober
@@ -71,10 +71,10 @@ class Service:
 
     # -- running --------------------------------------------------------------------
 
-    def load_snapshot(self) -> None:
-        """(Re)read the snapshot file into every feed (raises SnapshotError)."""
+    def load_snapshot(self, objects: dict[str, list[dict[str, Any]]] | None = None) -> None:
+        """(Re)read the snapshot file into every feed (raises SnapshotError, changing nothing)."""
         assert self.snapshot is not None
-        load_snapshot(self.snapshot, list(self.feeds.values()))
+        load_snapshot(objects if objects is not None else read_objects(self.snapshot), list(self.feeds.values()))
 
     async def run(self, driver: Callable[[Feed], Callable[[], Any]] | None) -> None:
         """Drive every feed (``driver(feed)`` → its informer's run) and the prober until
@@ -120,6 +120,9 @@ class Service:
             if getattr(config, section) != getattr(old, section):
                 log.warning("config reload: %s settings changed; they take effect after a restart", section)
         config = Config(targets=config.targets, kubernetes=old.kubernetes, server=old.server, probe=old.probe)
+        # The snapshot file may have changed too: read it before changing anything, so
+        # that an unreadable one refuses the whole reload.
+        objects = read_objects(self.snapshot) if self.snapshot is not None else None
         before_sets, before_sources = dict(self.sets), set(self.feeds)
         self._build(config)
         for source in before_sources - set(self.feeds):
@@ -127,8 +130,8 @@ class Service:
             if task is not None:
                 task.cancel()
         added = [s for s in self.feeds if s not in before_sources]
-        if self.snapshot is not None:
-            self.load_snapshot()  # the snapshot file may have changed too
+        if objects is not None:
+            self.load_snapshot(objects)
         self._start_tasks()
         kept = [n for n, ts in self.sets.items() if before_sets.get(n) is ts]
         log.info(

@@ -119,3 +119,19 @@ def test_sighup_rereads_the_snapshot(tmp_path):
         snapshot.write_text(json.dumps({"kind": "NodeList", "items": [make_node("n2", ["192.0.2.2"])]}))
         reload(srv, 1)
         eventually(lambda: [g["targets"][0] for g in srv.get("/targets/kubelet").json()] == ["192.0.2.2:10250"])
+
+
+def test_sighup_with_an_unreadable_snapshot_changes_nothing(tmp_path):
+    snapshot = tmp_path / "cluster.json"
+    snapshot.write_text(json.dumps({"kind": "NodeList", "items": [make_node("n1", ["192.0.2.1"])]}))
+    config = tmp_path / "sd.yaml"
+    config.write_text(KUBELET_ONLY)
+    with Server("--snapshot", str(snapshot), "--config", str(config)) as srv:
+        srv.wait_healthy()
+        before = srv.get("/targets/kubelet").content
+        config.write_text(KUBELET_ONLY + "  again:\n    source: nodes\n    port: 9100\n")
+        snapshot.write_text("{not json")
+        reload(srv, 1)
+        assert "config reload refused, keeping the running config" in srv.log() and "neither JSON nor YAML" in srv.log()
+        assert srv.get("/targets/again").status_code == 404
+        assert srv.get("/targets/kubelet").content == before
