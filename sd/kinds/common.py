@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from functools import lru_cache
@@ -269,48 +269,53 @@ _MALFORMED = frozenset({BAD_FIELD, INVALID_IP})
 
 
 class Fields:
-    """The report for one parse, remembering whether the field being read was malformed.
+    """The report for one parse, remembering which record fields were malformed.
 
-    Read a field with this as the report, then pass the result to ``take``: a malformed
-    field of an object we already know gives the previous record's value instead (a new
-    object gets the well-formed part). A malformed section (``spec: "x"``; ``status``
-    null or absent, which the API server never sends) makes every field read from it
-    malformed.
+    Set ``at`` to the record fields the value being read fills, read it with this as the report, then
+    build the record and pass it to ``finish``: a malformed field of an object we already
+    know gets the previous record's value back (a new object keeps the well-formed part).
+    A malformed section (``spec: "x"``; ``status`` null or absent, which the API server
+    never sends) makes every field read from it malformed. Well-formed objects, nearly
+    all of them, pay one attribute store per field and nothing else.
     """
 
-    __slots__ = ("_report", "previous", "_bad", "_bad_sections")
+    __slots__ = ("_report", "previous", "at", "bad")
 
     def __init__(self, report: Report, previous: Any) -> None:
         self._report, self.previous = report, previous
-        self._bad = False
-        self._bad_sections: tuple[str, ...] = ()
+        self.at: tuple[str, ...] = ()  # the record fields the value being read fills
+        self.bad: set[str] | None = None
 
     def __call__(self, reason: str, detail: str) -> None:
         if reason in _MALFORMED:
-            self._bad = True
+            self._mark(self.at)
             if self.previous is not None:
                 detail += "; keeping the last good value"
         self._report(reason, detail)
 
-    def section(self, raw: Mapping[str, Any], field: str, where: str, required: bool = False) -> dict:
-        """A top-level object (``spec``, ``status``); ``{}`` when it is absent and not
-        ``required``, ``{}`` (reported, and the section marked malformed) when it is bad."""
+    def _mark(self, attrs: tuple[str, ...]) -> None:
+        if self.bad is None:
+            self.bad = set()
+        self.bad.update(attrs)
+
+    def section(self, raw: Mapping[str, Any], field: str, where: str, attrs: tuple[str, ...], required: bool = False) -> dict:
+        """A top-level object (``spec``, ``status``) whose values fill ``attrs``; ``{}`` when it
+        is absent and not ``required``, ``{}`` (reported, ``attrs`` malformed) when it is bad."""
         value = raw.get(field)
         if isinstance(value, dict):
             return value
         if value is None and not required:
             return {}
+        self.at = ()
         self(BAD_FIELD, f"{where}: {field}: expected an object, got {preview(value)}")
-        self._bad = False
-        self._bad_sections += (field,)
+        self._mark(attrs)
         return {}
 
-    def take(self, value: T, attr: str, section: str = "") -> T:
-        """``value``, or the previous record's ``attr`` when the field (or its section) was malformed."""
-        bad = self._bad or section in self._bad_sections
-        self._bad = False
-        return getattr(self.previous, attr) if bad and self.previous is not None else value
-
+    def finish(self, record: T) -> T:
+        """``record`` with each malformed field's previous value."""
+        if not self.bad or self.previous is None:
+            return record
+        return replace(record, **{a: getattr(self.previous, a) for a in self.bad})  # type: ignore[type-var]
 
 
 def get_dict(obj: Mapping[str, Any], field: str, where: str = "", report: Report | None = None, path: str = "") -> dict | None:

@@ -81,24 +81,36 @@ class Nodes(Kind[NodeRecord]):
             return None
         where = f"node/{name}"
         f = Fields(report, previous)
-        status = f.section(raw, "status", where, required=True)
-        conds = f.take(conditions(status, where, f, previous.conditions if previous else None), "conditions", "status")
-        addresses = f.take(_addresses(status, where, f), "addresses", "status")
-        ports = f.take(_kubelet_port(status, where, f), "ports", "status")
-        spec = f.section(raw, "spec", where)
-        provider_id = f.take(text(spec, "providerID", where, f, "spec.providerID"), "provider_id", "spec")
-        return NodeRecord(
-            name=name,
-            uid=get_str(meta, "uid"),
-            created=f.take(timestamp(meta, "creationTimestamp", where, f), "created"),
-            terminating=meta.get("deletionTimestamp") is not None,
-            ready=dict(conds).get("Ready", ""),
-            conditions=conds,
-            addresses=addresses,
-            labels=f.take(object_labels(meta, where, f, previous.labels if previous else None), "labels"),
-            provider_id=provider_id,
-            ports=ports,
-            annotations=f.take(object_annotations(meta, annotations, where, f, previous.annotations if previous else None), "annotations"),
+        status = f.section(raw, "status", where, ("conditions", "ready", "addresses", "ports"), required=True)
+        f.at = ("conditions", "ready")
+        conds = conditions(status, where, f, previous.conditions if previous else None)
+        f.at = ("addresses",)
+        addresses = _addresses(status, where, f)
+        f.at = ("ports",)
+        ports = _kubelet_port(status, where, f)
+        spec = f.section(raw, "spec", where, ("provider_id",))
+        f.at = ("provider_id",)
+        provider_id = text(spec, "providerID", where, f, "spec.providerID")
+        f.at = ("created",)
+        created = timestamp(meta, "creationTimestamp", where, f)
+        f.at = ("labels",)
+        labels = object_labels(meta, where, f, previous.labels if previous else None)
+        f.at = ("annotations",)
+        kept = object_annotations(meta, annotations, where, f, previous.annotations if previous else None)
+        return f.finish(
+            NodeRecord(
+                name=name,
+                uid=get_str(meta, "uid"),
+                created=created,
+                terminating=meta.get("deletionTimestamp") is not None,
+                ready=dict(conds).get("Ready", ""),
+                conditions=conds,
+                addresses=addresses,
+                labels=labels,
+                provider_id=provider_id,
+                ports=ports,
+                annotations=kept,
+            )
         )
 
     def exclude(self, record: NodeRecord, require_ready: bool) -> str | None:

@@ -64,9 +64,6 @@ class PodRecord:
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
 
-    @property
-    def controller(self) -> tuple[str, str]:
-        return self.controller_kind, self.controller_name
 
     def ips(self, address_types: tuple[str, ...] = ()) -> tuple[str, ...]:
         return self.pod_ips
@@ -113,31 +110,46 @@ class Pods(Kind[PodRecord]):
             return None
         where = f"pod/{namespace}/{name}"
         f = Fields(report, previous)
-        status = f.section(raw, "status", where, required=True)
-        ready = f.take(dict(conditions(status, where, f, None)).get("Ready", ""), "ready", "status")
-        phase = f.take(_intern(text(status, "phase", where, f, "status.phase")), "phase", "status")
-        host_ip = f.take(text(status, "hostIP", where, f, "status.hostIP"), "host_ip", "status")
-        pod_ips = f.take(_pod_ips(status, where, f), "pod_ips", "status")
-        spec = f.section(raw, "spec", where)
-        node_name = f.take(text(spec, "nodeName", where, f, "spec.nodeName"), "node_name", "spec")
-        ports = f.take(_container_ports(spec, status, where, f), "ports", "spec")
-        controller_kind, controller_name = f.take(_controller(meta, where, f), "controller")
-        return PodRecord(
-            namespace=_intern(namespace),
-            name=name,
-            uid=get_str(meta, "uid"),
-            created=f.take(timestamp(meta, "creationTimestamp", where, f), "created"),
-            terminating=meta.get("deletionTimestamp") is not None,
-            ready=ready,
-            phase=phase,
-            node_name=node_name,
-            host_ip=host_ip,
-            pod_ips=pod_ips,
-            labels=f.take(object_labels(meta, where, f, previous.labels if previous else None), "labels"),
-            controller_kind=_intern(controller_kind),
-            controller_name=controller_name,
-            ports=ports,
-            annotations=f.take(object_annotations(meta, annotations, where, f, previous.annotations if previous else None), "annotations"),
+        status = f.section(raw, "status", where, ("ready", "phase", "host_ip", "pod_ips"), required=True)
+        f.at = ("ready",)
+        ready = dict(conditions(status, where, f, None)).get("Ready", "")
+        f.at = ("phase",)
+        phase = _intern(text(status, "phase", where, f, "status.phase"))
+        f.at = ("host_ip",)
+        host_ip = text(status, "hostIP", where, f, "status.hostIP")
+        f.at = ("pod_ips",)
+        pod_ips = _pod_ips(status, where, f)
+        spec = f.section(raw, "spec", where, ("node_name", "ports"))
+        f.at = ("node_name",)
+        node_name = text(spec, "nodeName", where, f, "spec.nodeName")
+        f.at = ("ports",)
+        ports = _container_ports(spec, status, where, f)
+        f.at = ("controller_kind", "controller_name")
+        controller_kind, controller_name = _controller(meta, where, f)
+        f.at = ("created",)
+        created = timestamp(meta, "creationTimestamp", where, f)
+        f.at = ("labels",)
+        labels = object_labels(meta, where, f, previous.labels if previous else None)
+        f.at = ("annotations",)
+        kept = object_annotations(meta, annotations, where, f, previous.annotations if previous else None)
+        return f.finish(
+            PodRecord(
+                namespace=_intern(namespace),
+                name=name,
+                uid=get_str(meta, "uid"),
+                created=created,
+                terminating=meta.get("deletionTimestamp") is not None,
+                ready=ready,
+                phase=phase,
+                node_name=node_name,
+                host_ip=host_ip,
+                pod_ips=pod_ips,
+                labels=labels,
+                controller_kind=_intern(controller_kind),
+                controller_name=controller_name,
+                ports=ports,
+                annotations=kept,
+            )
         )
 
     def exclude(self, record: PodRecord, require_ready: bool) -> str | None:
