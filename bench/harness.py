@@ -14,6 +14,7 @@ the runs finished before a failure still reach the table and the JSON.
 from __future__ import annotations
 
 import contextlib
+import gc
 import http.client
 import json
 import os
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, TextIO
 
+from bench import workload as W
 from bench.double import BenchKubeAPI
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -388,6 +390,18 @@ class Env:
 
     def stop(self) -> None:
         self.api.stop()
+
+    def load(self, scenario: str, pods: bool = True) -> list[dict[str, Any]]:
+        """The generated cluster into the double (its nodes, and its pods unless not wanted);
+        returns the nodes."""
+        sz = self.ctx.sizes
+        log(f"{scenario}: loading {sz.nodes} nodes{f' + {sz.pods} pods' if pods else ''} into the double")
+        nodes = W.nodes(sz.nodes)
+        self.api.add_many(nodes)
+        if pods:
+            self.api.add_many(W.pods(sz.pods))
+        gc.collect()
+        return nodes
 
     def start_server(self) -> tuple[Proc, int]:
         port = free_port()

@@ -4,7 +4,6 @@ label change costs: time until its pod's targets show it, and the render (bench/
 
 from __future__ import annotations
 
-import gc
 import time
 from pathlib import Path
 
@@ -27,7 +26,7 @@ targets:
 
 
 def run(ctx: Context) -> None:
-    sz, runs, sc = ctx.sizes, ctx.runs, "attach_metadata"
+    runs, sc = ctx.runs, "attach_metadata"
     m_rss = ctx.metric(sc, "RSS synced, attached vs not", "MB", "-", None,
                        note="VmRSS 1 s after sync; baseline: the default config (no attach_metadata). Most of the "
                             "difference is the body itself: every fluentd group carries its node's labels")
@@ -41,11 +40,7 @@ def run(ctx: Context) -> None:
     Path(attached).write_text(ATTACHED)
     plain = env.config
     try:
-        log(f"{sc}: loading {sz.nodes} nodes + {sz.pods} pods into the double")
-        nodes = W.nodes(sz.nodes)
-        env.api.add_many(nodes)
-        env.api.add_many(W.pods(sz.pods))
-        gc.collect()
+        nodes = env.load(sc)
         for run in range(runs):
             rss, body = {}, {}
             for label, config in (("plain", plain), ("attached", attached)):

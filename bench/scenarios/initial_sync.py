@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import gc
 
-from bench import workload as W
 from bench.harness import MB, Context, Env, log, wait_synced
 
 
@@ -21,10 +19,7 @@ def run(ctx: Context) -> None:
                        note="baseline: the floor list process's peak RSS (its VmHWM)")
     env = Env(ctx)
     try:
-        log(f"{sc}: loading {sz.nodes} nodes + {sz.pods} pods into the double")
-        env.api.add_many(W.nodes(sz.nodes))
-        env.api.add_many(W.pods(sz.pods))
-        gc.collect()
+        env.load(sc)
         for run in range(runs):
             # ours
             proc, port = env.start_server()

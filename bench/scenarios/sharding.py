@@ -3,7 +3,6 @@ CPU per request, and the cost of cutting the shard bodies after a render (bench/
 
 from __future__ import annotations
 
-import gc
 import statistics
 import time
 
@@ -25,7 +24,7 @@ def _cpu_per_request(proc, client: Client, paths: list[str]) -> float:
 
 
 def run(ctx: Context) -> None:
-    sz, runs, sc = ctx.sizes, ctx.runs, "sharding"
+    runs, sc = ctx.runs, "sharding"
     m_bytes = ctx.metric(sc, f"bytes per request, shard of N={SHARDS} vs full", "MB", f"<= {1 / SHARDS + 0.05:.2f}x",
                          lambda o, b, r: r is not None and r <= 1 / SHARDS + 0.05,
                          note=f"mean body of ?shards={SHARDS}&shard=I over I, vs /targets/kubelet")
@@ -36,10 +35,7 @@ def run(ctx: Context) -> None:
                        note=f"one Ready flip re-renders the set; the next shard request cuts all {SHARDS} bodies")
     env = Env(ctx)
     try:
-        log(f"{sc}: loading {sz.nodes} nodes into the double")
-        nodes = W.nodes(sz.nodes)
-        env.api.add_many(nodes)
-        gc.collect()
+        nodes = env.load(sc, pods=False)
         proc, port, _ = env.spawn_synced()
         client = Client(port)
         shard_paths = [f"/targets/kubelet?shards={SHARDS}&shard={i}" for i in range(SHARDS)]

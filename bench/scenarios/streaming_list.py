@@ -4,10 +4,8 @@ served for each (bench/README.md)."""
 
 from __future__ import annotations
 
-import gc
 from pathlib import Path
 
-from bench import workload as W
 from bench.harness import CONFIG_YAML, MB, Context, Env, log, wait_synced
 
 
@@ -25,7 +23,7 @@ def _sync(ctx: Context, env: Env, config: str, run: int, label: str) -> tuple[fl
 
 
 def run(ctx: Context) -> None:
-    sz, runs, sc = ctx.sizes, ctx.runs, "streaming_list"
+    runs, sc = ctx.runs, "streaming_list"
     m_time = ctx.metric(sc, "sync time, streaming vs paginated", "s", "<= 1.1x", lambda o, b, r: r is not None and r <= 1.1,
                         note="spawn -> first 200 on both sets; baseline: the same server with kubernetes.streaming_list: off")
     m_rss = ctx.metric(sc, "peak RSS after sync (VmHWM), streaming vs paginated", "MB", "<= 1.05x",
@@ -39,10 +37,7 @@ def run(ctx: Context) -> None:
     Path(paginated).write_text(CONFIG_YAML + "  streaming_list: \"off\"\n")
     streaming = env.config
     try:
-        log(f"{sc}: loading {sz.nodes} nodes + {sz.pods} pods into the double")
-        env.api.add_many(W.nodes(sz.nodes))
-        env.api.add_many(W.pods(sz.pods))
-        gc.collect()
+        env.load(sc)
         for run in range(runs):
             s = _sync(ctx, env, streaming, run, "streaming")
             p = _sync(ctx, env, paginated, run, "paginated")
