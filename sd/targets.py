@@ -192,6 +192,15 @@ class TargetSet:
         for status in nodes.sources:
             if status not in self.sources:
                 self.add_source(status)
+        # Objects already here (a set added by a reload, filled from a running source):
+        # index them by node, and build their groups again, now with node labels.
+        for key, record in self.index.records.items():
+            self._place(key, self.kind.node_of(record))
+        if self._fragments:
+            self._digest_sum = 0
+            for ip, fragment in self._fragments.items():
+                self._fragments[ip] = fragment._replace(start=-1, end=-1, digest=0)
+            self._mark_dirty()
 
     def _place(self, key: str, node: str | None) -> None:
         old = self._node_of.get(key)

@@ -310,3 +310,16 @@ def test_node_labels_reach_pod_targets_through_a_live_watch_with_one_node_watch(
         # The kubelet set and the attached metadata share the one unfiltered node watch.
         node_streams = [r for r in api.requests if r["path"] == "/api/v1/nodes" and r["query"].get("sendInitialEvents")]
         assert len(node_streams) == 1
+
+
+def test_a_set_attached_after_it_was_filled_indexes_its_pods_by_node():
+    # What a reload does when it adds an attaching set to a running pod source.
+    directory = nodes.Directory()
+    directory.upsert(nodes.KIND.parse(make_node("n1", ["192.0.2.100"], labels={"zone": "z1"})))
+    ts = pod_set("monitor", attach_metadata=AttachMetadata(node=True))
+    ts.upsert(pods.KIND.parse(make_pod("a", ["192.0.2.1"], node="n1")))
+    ts.render()
+    ts.attach(directory)
+    assert served(ts)["192.0.2.1:24231"]["__meta_kubernetes_node_label_zone"] == "z1"
+    directory.upsert(nodes.KIND.parse(make_node("n1", ["192.0.2.100"], labels={"zone": "z2"})))
+    assert served(ts)["192.0.2.1:24231"]["__meta_kubernetes_node_label_zone"] == "z2"
