@@ -89,17 +89,6 @@ def annotations_for(source: Source, readers: list[Reader], sets: dict[str, Targe
     return allow
 
 
-def plan(config: Config, sets: dict[str, TargetSet], metrics: Metrics, directory: nodes.Directory | None = None) -> list[Feed]:
-    """One feed per distinct source, each wired to what reads it; attaching sets attached."""
-    directory = directory or nodes.Directory()
-    feeds = [
-        Feed(src, readers, metrics, annotations_for(src, readers, sets))
-        for src, readers in plan_sources(config, sets, directory).items()
-    ]
-    attach(config, sets, directory)
-    return feeds
-
-
 def attach(config: Config, sets: dict[str, TargetSet], directory: nodes.Directory) -> None:
     for name, sc in config.targets.items():
         if sc.attach_metadata.node and sets[name].nodes is None:

@@ -33,7 +33,6 @@ R = TypeVar("R", bound=Candidate)
 class Rule:
     """One step of the conflict rule: the greater ``key`` wins; ``why`` says why the loser lost."""
 
-    name: str
     key: Callable[[Any], Any]
     why: Callable[[Any, Any], str]
 
@@ -43,18 +42,15 @@ def _iso(epoch: float) -> str:
 
 
 RULES: tuple[Rule, ...] = (
-    Rule(
-        "ready",
+    Rule(  # Ready=True beats anything else
         lambda r: r.ready == "True",
         lambda lo, w: f"not ready (Ready={lo.ready or 'missing'}) while {w.key} is Ready",
     ),
-    Rule(
-        "newest",
+    Rule(  # then the newest creationTimestamp
         lambda r: r.created,
         lambda lo, w: f"older: created {_iso(lo.created)}, {w.key} created {_iso(w.created)}",
     ),
-    Rule(
-        "name",
+    Rule(  # then the greater key: deterministic
         lambda r: r.key,
         lambda lo, w: f"same readiness and creation time; {w.key} wins by greater name",
     ),

@@ -8,7 +8,6 @@ import pytest
 import trustme
 
 from sd.config import KubeSettings, default_config
-from sd.feed import plan
 from sd.kinds import nodes
 from sd.kube.client import (
     ClusterConfig,
@@ -19,7 +18,7 @@ from sd.kube.client import (
 )
 from sd.kube.informer import Informer
 from sd.metrics import Metrics
-from sd.targets import TargetSet
+from sd.service import Service
 from sdtest.factories import make_node
 from sdtest.kubeapi import FakeKubeAPI
 
@@ -57,8 +56,9 @@ async def test_in_cluster_config_over_ipv6_tls_with_a_token_file(tls_api, monkey
     api.add(make_node("n1", ["10.0.0.1"]))
     config = default_config()
     metrics = Metrics()
-    sets = {name: TargetSet(sc) for name, sc in config.targets.items()}
-    feed = next(f for f in plan(config, sets, metrics) if f.kind is nodes.KIND)
+    service = Service(config, metrics)
+    sets = service.sets
+    feed = next(f for f in service.feeds.values() if f.kind is nodes.KIND)
     client = await api_client(cluster)
     assert client.configuration.host == f"https://[::1]:{api.port}"
     informer = Informer(feed.name, list_call(client, *feed.source.api_method), feed, FAST)
