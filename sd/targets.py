@@ -169,7 +169,9 @@ class TargetSet:
         self._apply(self.index.delete(key))
 
     def replace(self, records: list[Record], keys: set[str] | None = None) -> None:
-        gone = set(self.index.records if keys is None else keys) - {r.key for r in records}
+        gone: set[str] = set()
+        if self.prober is not None or self.nodes is not None:  # only they track removals here
+            gone = set(self.index.records if keys is None else keys) - {r.key for r in records}
         if self.prober is not None:
             for record in records:
                 self._probe(record)
