@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import gc
 
-# This module is the process entry point. The imports below (kubernetes-asyncio's
-# ~850 generated models above all) create tens of thousands of objects that live as
-# long as the process; running the cyclic collector over them while they load costs
+# This module is the process entry point. The imports below create tens of thousands
+# of objects that live as long as the process; running the cyclic collector over them while they load costs
 # ~0.1 s of start-up. main() turns collection back on, with those objects frozen.
 gc.disable()
 
@@ -25,7 +24,6 @@ from pathlib import Path  # noqa: E402
 from typing import Awaitable, Callable, Sequence  # noqa: E402
 
 import yaml  # noqa: E402
-from kubernetes_asyncio.config import ConfigException  # noqa: E402
 
 from sd._table import table  # noqa: E402
 from sd.config import ConfigError, load_config  # noqa: E402
@@ -35,7 +33,7 @@ from sd.http.server import bind_socket, parse_listen, serve  # noqa: E402
 from sd.kinds.common import IP_FAMILY_LABEL  # noqa: E402
 from sd.kinds.nodes import NODE_NAME  # noqa: E402
 from sd.kinds.pods import NAMESPACE, POD_NAME, POD_NODE_NAME  # noqa: E402
-from sd.kube.client import ClusterConfig, NoClusterConfig, api_client, find_cluster, list_call  # noqa: E402
+from sd.kube.client import ClusterConfig, ConfigException, NoClusterConfig, api_client, find_cluster, list_call  # noqa: E402
 from sd.kube.informer import Informer  # noqa: E402
 from sd.kube.snapshot import SnapshotError  # noqa: E402
 from sd.metrics import Metrics  # noqa: E402
@@ -219,7 +217,7 @@ async def _run(service: Service, metrics: Metrics, sock: socket.socket, cluster:
 
     def informer(feed: Feed) -> Callable[[], Awaitable[None]]:
         src = feed.source
-        call = list_call(api, *src.api_method, src.label_selector, src.field_selector)
+        call = list_call(api, src.api_path, src.label_selector, src.field_selector)
         return Informer(feed.name, call, feed, config.kubernetes).run
 
     async def background() -> None:

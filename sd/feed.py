@@ -51,11 +51,12 @@ class Source:
         return " ".join(parts)
 
     @property
-    def api_method(self) -> tuple[str, str | None]:
-        """The client's list method for this source and its namespace argument."""
-        if self.namespace is None or self.kind.api_list_namespaced is None:
-            return self.kind.api_list, None
-        return self.kind.api_list_namespaced, self.namespace
+    def api_path(self) -> str:
+        """The collection's path: ``/api/v1/pods``, or ``/api/v1/namespaces/<ns>/pods``."""
+        kind = self.kind
+        if self.namespace is None or not kind.namespaced:
+            return f"{kind.api_prefix}/{kind.name}"
+        return f"{kind.api_prefix}/namespaces/{self.namespace}/{kind.name}"
 
 
 # All nodes, unfiltered: what sets with attach_metadata: {node: true} read node labels from.

@@ -61,7 +61,7 @@ async def test_in_cluster_config_over_ipv6_tls_with_a_token_file(tls_api, monkey
     feed = next(f for f in service.feeds.values() if f.kind is nodes.KIND)
     client = await api_client(cluster)
     assert client.configuration.host == f"https://[::1]:{api.port}"
-    informer = Informer(feed.name, list_call(client, *feed.source.api_method), feed, FAST)
+    informer = Informer(feed.name, list_call(client, feed.source.api_path), feed, FAST)
     task = asyncio.create_task(informer.run())
     try:
         await until(lambda: feed.status.synced and "10.0.0.1" in sets["kubelet"].index.winners)
@@ -88,3 +88,48 @@ def test_kubeconfig_comes_from_the_environment_then_home(tmp_path):
     with pytest.raises(NoClusterConfig, match="--snapshot examples/cluster.json"):
         find_cluster(None, {"KUBECONFIG": str(tmp_path / "missing")})
     assert find_cluster(str(kubeconfig), {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}).kind == "kubeconfig"
+
+
+IMPORTS_PROBE = """
+import asyncio, json, sys
+imported = []
+sys.addaudithook(lambda event, args: imported.append(args[0]) if event == "import" else None)
+import aiohttp
+import sd.__main__
+from sd.kube.client import ClusterConfig, api_client, list_call
+
+async def list_nodes():
+    api = await api_client(ClusterConfig("kubeconfig", sys.argv[1]))
+    try:
+        resp = await list_call(api, "/api/v1/nodes")({"limit": "1"}, aiohttp.ClientTimeout(total=10))
+        body = await resp.json()
+        resp.release()
+        return [n["metadata"]["name"] for n in body["items"]]
+    finally:
+        await api.close()
+
+names = asyncio.run(list_nodes())
+ours = sorted({m for m in imported if m.startswith("kubernetes_asyncio")})
+import kubernetes_asyncio  # afterwards: still the whole package
+print(json.dumps({"names": names, "ours": ours, "full": hasattr(kubernetes_asyncio.client, "CoreV1Api")}))
+"""
+
+
+def test_only_kubernetes_asyncio_config_modules_are_loaded_and_the_package_stays_whole(tmp_path):
+    """Its package __init__ imports ~850 models (61 MB): the server loads the config modules
+    alone, lists through them, and leaves `import kubernetes_asyncio` working in full."""
+    import json
+    import subprocess
+    import sys
+
+    with FakeKubeAPI() as api:
+        api.add(make_node("n1", ["192.0.2.1"]))
+        kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
+        out = subprocess.run([sys.executable, "-c", IMPORTS_PROBE, str(kubeconfig)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["names"] == ["n1"]
+    assert "kubernetes_asyncio.config.exec_provider" in result["ours"]  # kube_config ran
+    assert [m for m in result["ours"] if m.startswith(("kubernetes_asyncio.client.models", "kubernetes_asyncio.client.api"))
+            and m != "kubernetes_asyncio.client.api_client"] == []
+    assert result["full"]

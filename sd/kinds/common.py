@@ -171,9 +171,8 @@ class Kind(Generic[R]):
     object_kind: ClassVar[str]  # "Node": the `kind` of one object in a snapshot file
     list_kind: ClassVar[str]  # "NodeList"
     namespaced: ClassVar[bool]
-    # kubernetes-asyncio CoreV1Api list methods: all objects, and one namespace's.
-    api_list: ClassVar[str]
-    api_list_namespaced: ClassVar[str | None] = None
+    # The API group/version path the resource `name` is served under.
+    api_prefix: ClassVar[str] = "/api/v1"
     # Field selectors the API server accepts for this kind, each with how to read
     # the field from a raw object as the API server renders it (for snapshots).
     fields: ClassVar[Mapping[str, Callable[[Mapping[str, Any]], str]]]

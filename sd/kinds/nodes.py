@@ -63,7 +63,6 @@ class Nodes(Kind[NodeRecord]):
     object_kind = "Node"
     list_kind = "NodeList"
     namespaced = False
-    api_list = "list_node"
     fields = {
         "metadata.name": field_reader("metadata", "name"),
         "spec.unschedulable": field_reader("spec", "unschedulable"),

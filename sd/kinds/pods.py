@@ -75,8 +75,6 @@ class Pods(Kind[PodRecord]):
     object_kind = "Pod"
     list_kind = "PodList"
     namespaced = True
-    api_list = "list_pod_for_all_namespaces"
-    api_list_namespaced = "list_namespaced_pod"
     fields = {
         path: field_reader(*path.split("."))
         for path in (

@@ -4,21 +4,77 @@ Order (DESIGN.md): ``--kubeconfig``; else in-cluster when KUBERNETES_SERVICE_HOS
 is set (IPv6 hosts are bracketed; the projected service-account token is
 re-read every minute by kubernetes-asyncio's refresh hook, so rotation works);
 else ``$KUBECONFIG`` / ``~/.kube/config``. One ``ApiClient`` serves every informer.
+
+kubernetes-asyncio reads the configuration (kubeconfig contexts, client
+certificates, exec plugins, token refresh, in-cluster service account); the
+requests are plain aiohttp GETs with its settings. Its generated API classes and
+~850 models are never imported: ``import kubernetes_asyncio.config`` alone would
+load them all through the package ``__init__`` (61 MB and most of the start-up time),
+so ``_kubernetes_asyncio`` loads just the configuration modules (tested with the
+version range pinned in pyproject.toml).
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 import platform
+import ssl
+import sys
+import types
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Awaitable
+from typing import Any
+from urllib.parse import urlencode
 
-from kubernetes_asyncio import client, config
-from kubernetes_asyncio.config import incluster_config
+import aiohttp
+from yarl import URL
 
 from sd.kube.informer import ListCall
+
+
+def _kubernetes_asyncio() -> tuple[types.ModuleType, types.ModuleType, type[Exception]]:
+    """kubernetes-asyncio's ``config.kube_config`` and ``config.incluster_config`` modules
+    and its ``ConfigException``, without running ``kubernetes_asyncio/__init__.py`` or
+    ``client/__init__.py`` (which import every API class and model).
+
+    They are imported under stand-in parent packages that hold only what these modules
+    import from them (``client.Configuration``, from its own module), and every module
+    this added to ``sys.modules`` is taken out again, so that an ``import
+    kubernetes_asyncio`` elsewhere in the process still gets the whole package.
+    """
+    if "kubernetes_asyncio" in sys.modules:  # already loaded in full: nothing to save
+        from kubernetes_asyncio.config import config_exception, incluster_config, kube_config
+
+        return kube_config, incluster_config, config_exception.ConfigException
+    spec = importlib.util.find_spec("kubernetes_asyncio")
+    if spec is None or spec.origin is None:
+        raise ImportError("kubernetes-asyncio is not installed")
+    root = Path(spec.origin).parent
+    before = set(sys.modules)
+    try:
+        for name, path in (("kubernetes_asyncio", root), ("kubernetes_asyncio.client", root / "client"),
+                           ("kubernetes_asyncio.config", root / "config")):
+            package = types.ModuleType(name)
+            package.__path__ = [str(path)]
+            sys.modules[name] = package
+        client = sys.modules["kubernetes_asyncio.client"]
+        client.Configuration = importlib.import_module("kubernetes_asyncio.client.configuration").Configuration  # type: ignore[attr-defined]
+        # kube_config imports ApiClient for new_client_from_config(), which is never called here.
+        client.ApiClient = None  # type: ignore[attr-defined]
+        kube_config = importlib.import_module("kubernetes_asyncio.config.kube_config")
+        incluster_config = importlib.import_module("kubernetes_asyncio.config.incluster_config")
+        config_exception = importlib.import_module("kubernetes_asyncio.config.config_exception")
+    finally:
+        for name in set(sys.modules) - before:
+            if name.startswith("kubernetes_asyncio"):
+                del sys.modules[name]
+    return kube_config, incluster_config, config_exception.ConfigException
+
+
+_kube_config, _incluster_config, ConfigException = _kubernetes_asyncio()
 
 
 class NoClusterConfig(Exception):
@@ -29,8 +85,8 @@ class NoClusterConfig(Exception):
 class ClusterConfig:
     kind: str  # "kubeconfig" | "in-cluster"
     path: str = ""  # the kubeconfig file
-    token_file: str = incluster_config.SERVICE_TOKEN_FILENAME
-    ca_file: str = incluster_config.SERVICE_CERT_FILENAME
+    token_file: str = _incluster_config.SERVICE_TOKEN_FILENAME
+    ca_file: str = _incluster_config.SERVICE_CERT_FILENAME
 
     def __str__(self) -> str:
         return f"kubeconfig {self.path}" if self.kind == "kubeconfig" else "in-cluster service account"
@@ -65,38 +121,70 @@ def user_agent() -> str:
     return f"kube-http-sd/{version('kube-http-sd')} (python/{platform.python_version()}; kubernetes-asyncio/{version('kubernetes-asyncio')})"
 
 
-async def api_client(cluster: ClusterConfig) -> client.ApiClient:
-    """An ApiClient for the cluster; raises kubernetes_asyncio ConfigException on a bad config."""
-    configuration = client.Configuration()
+class ApiClient:
+    """GET requests to one API server with kubernetes-asyncio's settings: its TLS set-up
+    (CA, client certificate, insecure-skip-tls-verify, tls-server-name, as its REST client
+    builds it), proxy, and bearer token, asked for on every request so that its refresh
+    hook (exec plugins, rotated service-account tokens) keeps it current."""
+
+    def __init__(self, configuration: Any) -> None:
+        self.configuration = configuration
+        context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
+        if configuration.cert_file:
+            context.load_cert_chain(configuration.cert_file, keyfile=configuration.key_file)
+        if not configuration.verify_ssl:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        if configuration.disable_strict_ssl_verification:
+            context.verify_flags &= ~ssl.VERIFY_X509_STRICT
+        # Watch events of large objects exceed aiohttp's default read buffer (etcd allows 1.5 MiB).
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context), trust_env=True, read_bufsize=2**21)
+        self._host = configuration.host.rstrip("/")
+        self._options: dict[str, Any] = {}
+        if configuration.proxy:
+            self._options["proxy"] = configuration.proxy
+        if configuration.proxy_headers:
+            self._options["proxy_headers"] = configuration.proxy_headers
+        if configuration.tls_server_name:
+            self._options["server_hostname"] = configuration.tls_server_name
+        self.user_agent = user_agent()
+
+    async def get(self, path: str, params: dict[str, str], timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
+        """The response to ``GET path?params``, unread: the caller streams and releases it."""
+        headers = {"Accept": "application/json", "User-Agent": self.user_agent}
+        token = (await self.configuration.auth_settings()).get("BearerToken")
+        if token and token["value"]:
+            headers["Authorization"] = token["value"]
+        url = URL(f"{self._host}{path}?{urlencode(params)}" if params else self._host + path, encoded=True)
+        return await self._session.get(url, headers=headers, timeout=timeout, **self._options)
+
+    async def close(self) -> None:
+        await self._session.close()
+
+
+async def api_client(cluster: ClusterConfig) -> ApiClient:
+    """An ApiClient for the cluster; raises ConfigException (or whatever a malformed
+    kubeconfig makes kubernetes-asyncio's loader hit) on a bad config."""
+    configuration = _kube_config.Configuration()
     if cluster.kind == "in-cluster":
-        incluster_config.load_incluster_config(
+        _incluster_config.load_incluster_config(
             client_configuration=configuration, token_filename=cluster.token_file, cert_filename=cluster.ca_file
         )
     else:
-        await config.load_kube_config(config_file=cluster.path, client_configuration=configuration)
-    api = client.ApiClient(configuration)
-    api.user_agent = user_agent()
-    return api
+        await _kube_config.load_kube_config(config_file=cluster.path, client_configuration=configuration)
+    return ApiClient(configuration)
 
 
-def list_call(
-    api: client.ApiClient, method: str, namespace: str | None = None, label_selector: str = "", field_selector: str = ""
-) -> ListCall:
-    """The kubernetes-asyncio ``CoreV1Api`` list function ``method`` (e.g. "list_node"),
-    with the namespace (for namespaced list methods) and selectors bound.
-
-    Called with list/watch keyword arguments and ``_preload_content=False``; it
-    returns the raw aiohttp response (no model deserialization).
-    """
-    fn = getattr(client.CoreV1Api(api), method)
-    args = () if namespace is None else (namespace,)
+def list_call(api: ApiClient, path: str, label_selector: str = "", field_selector: str = "") -> ListCall:
+    """GETs of the collection at ``path`` (``/api/v1/nodes``) with the selectors bound: the
+    informer adds the list/watch query parameters and reads the raw response."""
     selectors: dict[str, str] = {}
     if label_selector:
-        selectors["label_selector"] = label_selector
+        selectors["labelSelector"] = label_selector
     if field_selector:
-        selectors["field_selector"] = field_selector
+        selectors["fieldSelector"] = field_selector
 
-    def call(**kwargs: Any) -> Awaitable[Any]:
-        return fn(*args, **selectors, **kwargs)
+    async def call(params: dict[str, str], timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
+        return await api.get(path, {**selectors, **params}, timeout)
 
     return call

@@ -45,10 +45,10 @@ import orjson
 
 log = logging.getLogger("sd.informer")
 
-# A list function with the source's selectors bound (``sd.kube.client.list_call``):
-# called with list/watch keyword arguments and ``_preload_content=False``, it
-# returns the raw aiohttp response.
-ListCall = Callable[..., Awaitable[Any]]
+# A GET of the collection with the source's selectors bound (``sd.kube.client.list_call``):
+# called with the list/watch query parameters and the timeout, it returns the unread
+# aiohttp response.
+ListCall = Callable[[dict[str, str], aiohttp.ClientTimeout], Awaitable[aiohttp.ClientResponse]]
 
 # Backoff: a failure after this long without one starts again from the initial delay.
 HEALTHY_RESET_SECONDS = 60.0
@@ -240,8 +240,8 @@ class Informer:
         log.warning("source error source=%r reason=%s retry_in=%.1fs detail=%r", self.name, reason, delay, message)
         await asyncio.sleep(delay)
 
-    async def _request(self, **kwargs: Any) -> aiohttp.ClientResponse:
-        resp = await self._call(_preload_content=False, _request_timeout=self._timeout, **kwargs)
+    async def _request(self, params: dict[str, str]) -> aiohttp.ClientResponse:
+        resp = await self._call(params, self._timeout)
         if resp.status == 200:
             return resp
         body = await resp.read()
@@ -280,10 +280,10 @@ class Informer:
                 fetch.cancel()
 
     async def _page(self, token: str) -> bytes:
-        kwargs: dict[str, Any] = {"limit": self._settings.page_size}
+        params = {"limit": str(self._settings.page_size)}
         if token:
-            kwargs["_continue"] = token
-        resp = await self._request(**kwargs)
+            params["continue"] = token
+        resp = await self._request(params)
         try:
             return await resp.read()
         finally:
@@ -293,13 +293,13 @@ class Informer:
         """One watch stream; returns why it ended (or raises). ``initial``: a streaming list,
         whose objects end at the marked bookmark, after which it goes on as the watch."""
         low, high = self._settings.watch_timeout_seconds
-        params: dict[str, Any] = {"watch": True, "allow_watch_bookmarks": True, "timeout_seconds": int(self._rng.uniform(low, high))}
+        params = {"watch": "true", "allowWatchBookmarks": "true", "timeoutSeconds": str(int(self._rng.uniform(low, high)))}
         if initial:
-            params.update(resource_version="", send_initial_events=True, resource_version_match="NotOlderThan")
+            params.update(resourceVersion="", sendInitialEvents="true", resourceVersionMatch="NotOlderThan")
         else:
-            params["resource_version"] = self.resource_version
+            params["resourceVersion"] = self.resource_version
         try:
-            resp = await self._request(**params)
+            resp = await self._request(params)
         except Failure as exc:
             if initial and exc.status in (400, 422):  # no WatchList on this server
                 raise Fallback(f"rejected_{exc.status}", str(exc)) from None
