@@ -3,7 +3,8 @@
 A set reads one kind of object; the kind (``sd/kinds/``) builds each object's
 labels, the set adds the per-target and static ones. A set renders its body only
 when something it publishes changed, and the ``Renderer`` task coalesces renders
-during bursts; the HTTP layer only reads ``body``/``etag`` and the read-only views
+during bursts (``sd/body.py`` keeps the body as blocks and rebuilds only those that
+changed); the HTTP layer only reads ``current`` (and ``shard``) and the read-only views
 (``stats``, ``explain``, ``sources``).
 """
 
@@ -11,14 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable
 
 import orjson
 
+from sd.body import EMPTY, Blocks, Body, Entry, etag
 from sd.config import IPFamilyPolicy, SetConfig
 from sd.index import Index, Policy, why_lost
 from sd.kinds import KINDS
@@ -32,18 +33,6 @@ if TYPE_CHECKING:
 INSTANCE = "instance"
 METRICS_PATH = "__metrics_path__"
 SCHEME = "__scheme__"
-
-
-class _Fragment(NamedTuple):
-    """One served group. Sorts by key, then target. Its JSON lives only in the body, at
-    body[start:end]; start is -1 until the group has been rendered."""
-
-    key: str  # the object's key
-    target: str
-    ip: str
-    start: int
-    end: int
-    digest: int  # blake2b-128 of the group's JSON, as an int
 
 
 # Shard counts whose shard bodies are kept per render, least recently asked evicted: a
@@ -120,14 +109,12 @@ class TargetSet:
             self._static[METRICS_PATH] = config.metrics_path
         if config.scheme:
             self._static[SCHEME] = str(config.scheme)
-        self._fragments: dict[str, _Fragment] = {}  # ip → fragment
-        self._digest_sum = 0
-        self.body = b"[]"
-        self.etag = _etag(0)
+        self._fragments: dict[str, Entry] = {}  # ip → its group in the body
+        self._blocks = Blocks()
+        self.current: Body = EMPTY  # the last rendered body
         self.renders = 0
         self.dirty = False
-        self._rendered: list[_Fragment] = []  # the groups of ``body``, in body order
-        self._shards: OrderedDict[int, list[tuple[bytes, str]]] = OrderedDict()  # N → (body, etag) per shard
+        self._shards: OrderedDict[int, list[Body]] = OrderedDict()  # N → its shards' bodies
         self.sources: list[SourceStatus] = []  # read-only here: their feeds write them
         self.on_dirty: Callable[[], None] = lambda: None
 
@@ -199,9 +186,7 @@ class TargetSet:
         for key, record in self.index.records.items():
             self._place(key, self.kind.node_of(record))
         if self._fragments:
-            self._digest_sum = 0
-            for ip, fragment in self._fragments.items():
-                self._fragments[ip] = fragment._replace(start=-1, end=-1, digest=0)
+            self._blocks.rebuild_all()
             self._mark_dirty()
 
     def _place(self, key: str, node: str | None) -> None:
@@ -226,9 +211,8 @@ class TargetSet:
         for key in self._on_node.get(name, ()):
             for ip in self.index.claims(key):
                 fragment = fragments.get(ip)
-                if fragment is not None and fragment.key == key:
-                    self._digest_sum -= fragment.digest
-                    fragments[ip] = fragment._replace(start=-1, end=-1, digest=0)
+                if fragment is not None and fragment.order[0] == key:
+                    self._blocks.rebuild(fragment)
                     changed = True
         if changed:
             self._mark_dirty()
@@ -262,15 +246,23 @@ class TargetSet:
     def _apply(self, changed: set[str]) -> None:
         if not changed:
             return
-        winners, fragments = self.index.winners, self._fragments
+        winners, fragments, blocks = self.index.winners, self._fragments, self._blocks
         for ip in changed:
-            old = fragments.pop(ip, None)
-            if old is not None:
-                self._digest_sum -= old.digest
+            old = fragments.get(ip)
             record = winners.get(ip)
-            if record is not None:
-                # The group's JSON is built by the next render, straight into the body.
-                fragments[ip] = _Fragment(record.key, hostport(ip, self._port(record)[1]), ip, -1, -1, 0)
+            if record is None:
+                if old is not None:
+                    blocks.remove(fragments.pop(ip))
+                continue
+            # The group's JSON is built by the next render, straight into its block.
+            order = (record.key, hostport(ip, self._port(record)[1]))
+            if old is not None and old.order == order:
+                blocks.rebuild(old)
+                continue
+            if old is not None:
+                blocks.remove(old)
+            fragments[ip] = entry = Entry(order, ip, order[1])
+            blocks.add(entry)
         self._mark_dirty()
 
     def _mark_dirty(self) -> None:
@@ -293,48 +285,31 @@ class TargetSet:
     # -- output ---------------------------------------------------------------------
 
     def render(self) -> bool:
-        """Rebuild body and ETag if anything changed since the last render.
+        """Rebuild the changed blocks of the body, if anything changed since the last render.
 
-        New groups are serialized straight into the new body, unchanged ones copied
-        from the old body; the set then remembers only each group's span, so it holds
-        its targets' JSON once (plus the previous body while it is being replaced)."""
+        New groups are serialized straight into their block, unchanged ones copied from
+        the block's old data; the set then remembers only each group's span, so it holds
+        its targets' JSON once (plus, during a render, the old data of the blocks rebuilt)."""
         if not self.dirty:
             return False
         self.dirty = False
-        winners, fragments = self.index.winners, self._fragments
-        old = memoryview(self.body)
-        buf = io.BytesIO()
-        buf.write(b"[")
-        rendered = []
-        for key, target, ip, start, end, digest in sorted(fragments.values()):
-            if start < 0:
-                group = self._group(winners[ip], ip, target)
-                digest = int.from_bytes(hashlib.blake2b(group, digest_size=16).digest(), "big")
-                self._digest_sum += digest
-                start = buf.tell()
-                buf.write(group)
-            else:
-                group_view = old[start:end]
-                start = buf.tell()
-                buf.write(group_view)
-            fragments[ip] = fragment = _Fragment(key, target, ip, start, buf.tell(), digest)
-            rendered.append(fragment)
-            buf.write(b",")
-        if fragments:
-            buf.seek(-1, io.SEEK_CUR)
-        buf.write(b"]")
-        del old
-        self.body = buf.getvalue()  # shares the buffer: no copy
-        self._rendered = rendered
+        winners = self.index.winners
+        self.current = self._blocks.render(lambda e: self._group(winners[e.ip], e.ip, e.target))
         self._shards.clear()
-        # The body is the sorted set of groups, so the (order-free) sum of their
-        # digests identifies it: no hashing of megabytes per render.
-        self.etag = _etag(self._digest_sum)
         self.renders += 1
         return True
 
-    def shard(self, shards: int, shard: int) -> tuple[bytes, str]:
-        """(body, ETag) of the groups whose target ``t`` has ``hashmod(t, shards) == shard``:
+    @property
+    def body(self) -> bytes:
+        """The last rendered body in one piece (for tests and tools; requests send ``current``)."""
+        return bytes(self.current)
+
+    @property
+    def etag(self) -> str:
+        return self.current.etag
+
+    def shard(self, shards: int, shard: int) -> Body:
+        """The body of the groups whose target ``t`` has ``hashmod(t, shards) == shard``:
         a share of the last rendered body, labels and order unchanged. All ``shards`` bodies
         are cut from the body's spans together, at most once per render and shard count."""
         parts = self._shards.get(shards)
@@ -347,17 +322,14 @@ class TargetSet:
             self._shards.move_to_end(shards)
         return parts[shard]
 
-    def _split(self, shards: int) -> list[tuple[bytes, str]]:
-        body = memoryview(self.body)
+    def _split(self, shards: int) -> list[Body]:
         spans: list[list[memoryview]] = [[] for _ in range(shards)]
         sums = [0] * shards
-        for fragment in self._rendered:
-            i = hashmod(fragment.target, shards)
-            spans[i].append(body[fragment.start : fragment.end])
-            sums[i] += fragment.digest
-        return [
-            (b"[" + b",".join(spans[i]) + b"]", _etag(sums[i], f"-{shards}.{i}")) for i in range(shards)
-        ]
+        for target, digest, group in self._blocks.spans():
+            i = hashmod(target, shards)
+            spans[i].append(group)
+            sums[i] += digest
+        return [Body.of(b"[" + b",".join(spans[i]) + b"]", etag(sums[i], f"-{shards}.{i}")) for i in range(shards)]
 
     # -- read-only views --------------------------------------------------------------
 
@@ -436,10 +408,6 @@ class TargetSet:
 
     def __len__(self) -> int:
         return len(self._fragments)
-
-
-def _etag(digest_sum: int, suffix: str = "") -> str:
-    return '"%032x%s"' % (digest_sum % (1 << 128), suffix)
 
 
 class Renderer:

@@ -214,18 +214,27 @@ def test_an_empty_set_turns_synced_too():
     assert ts.dirty and ts.render() and ts.synced and ts.body == b"[]"
 
 
-def test_rendered_groups_are_spans_of_one_body():
+def test_a_change_rebuilds_only_the_block_that_holds_its_group():
     ts = TargetSet(KUBELET)
-    for i in range(1, 4):
-        ts.upsert(parse_node(make_node(f"n{i}", [f"10.0.0.{i}"])))
+    for i in range(1, 601):
+        ts.upsert(parse_node(make_node(f"n{i:03}", [f"2001:db8::{i:x}"])))
     ts.render()
-    first = ts.body
-    ts.upsert(parse_node(make_node("n2", ["10.0.0.2"], labels={"x": "y"})))
+
+    def data(body):
+        return [c.obj if isinstance(c, memoryview) else c for c in body.chunks]
+
+    before = data(ts.current)
+    assert len(before) > 6, "several blocks"
+    ts.upsert(parse_node(make_node("n300", ["2001:db8::12c"], labels={"x": "y"})))
     ts.render()
-    assert [g["labels"].get("__meta_kubernetes_node_label_x") for g in groups(ts)] == [None, "y", None]
-    assert ts.body != first
-    spans = sorted((f[3], f[4]) for f in ts._fragments.values())
-    assert [orjson.loads(ts.body[a:b]) for a, b in spans] == groups(ts)
+    after = data(ts.current)
+    assert [a is b for a, b in zip(before, after)].count(False) == 1, "one block rebuilt, the others served as they were"
+    assert ts.current.length == len(ts.body) == sum(len(c) for c in ts.current.chunks)
+    fresh = TargetSet(KUBELET)
+    fresh.replace([ts.index.records[k] for k in sorted(ts.index.records)])
+    fresh.render()
+    assert (fresh.body, fresh.etag) == (ts.body, ts.etag), "block boundaries never show in bytes or ETag"
+    assert [g["labels"].get("__meta_kubernetes_node_label_x") for g in groups(ts) if g["targets"] == ["[2001:db8::12c]:10250"]] == ["y"]
 
 
 def test_shard_bodies_are_cut_once_per_render_and_only_two_shard_counts_are_kept():
@@ -234,14 +243,14 @@ def test_shard_bodies_are_cut_once_per_render_and_only_two_shard_counts_are_kept
         ts.upsert(parse_node(make_node(f"n{i}", [f"192.0.2.{i}"])))
     ts.render()
     first = ts.shard(4, 1)
-    assert ts.shard(4, 1)[0] is first[0], "cut once per render"
+    assert ts.shard(4, 1) is first, "cut once per render"
     for n in (2, 3, 5, 6):
         ts.shard(n, 0)
     assert len(ts._shards) == SHARD_COUNTS_KEPT
     # A change shows in the shards after the next render, never before it.
     ts.delete("n1")
-    assert b"192.0.2.1:" in b"".join(ts.shard(2, i)[0] for i in range(2))
+    assert b"192.0.2.1:" in b"".join(bytes(ts.shard(2, i)) for i in range(2))
     ts.render()
-    assert b"192.0.2.1:" not in b"".join(ts.shard(2, i)[0] for i in range(2))
-    union = [g for i in range(2) for g in orjson.loads(ts.shard(2, i)[0])]
+    assert b"192.0.2.1:" not in b"".join(bytes(ts.shard(2, i)) for i in range(2))
+    union = [g for i in range(2) for g in orjson.loads(bytes(ts.shard(2, i)))]
     assert sorted(union, key=orjson.dumps) == sorted(groups(ts), key=orjson.dumps)

@@ -87,11 +87,9 @@ def create_app(
         selected = _shard_params(request)
         if isinstance(selected, Response):
             return selected
-        body, etag = ts.body, ts.etag
-        if selected is not None:
-            body, etag = ts.shard(*selected)
-        headers = {"ETag": etag, "Cache-Control": "no-cache"}
-        if etag_matches(request.headers.get("if-none-match"), etag):
+        body = ts.current if selected is None else ts.shard(*selected)
+        headers = {"ETag": body.etag, "Cache-Control": "no-cache"}
+        if etag_matches(request.headers.get("if-none-match"), body.etag):
             return Response(status_code=304, headers=headers)
         return BodyResponse(body, headers, server.write_timeout_seconds)
 

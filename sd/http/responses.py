@@ -1,4 +1,4 @@
-"""Responses: the shared target body in slices, the JSON error body every route and
+"""Responses: the shared target body in chunks and slices, the JSON error body every route and
 middleware answers with, and ETag matching."""
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from typing import Mapping
 
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
+
+from sd.body import Body
 
 log = logging.getLogger("sd.http")
 
@@ -21,7 +23,8 @@ SLICE_BYTES = 256 * 1024
 
 
 class BodyResponse(Response):
-    """A rendered body, shared by every connection, sent in ``SLICE_BYTES`` views of it.
+    """A rendered body, shared by every connection, sent chunk by chunk (its blocks), each
+    in ``SLICE_BYTES`` views at most.
 
     A connection that takes nothing for ``write_timeout`` seconds (a client that stopped
     reading) is closed: it would otherwise hold its slice and its socket forever.
@@ -29,30 +32,32 @@ class BodyResponse(Response):
 
     media_type = "application/json"
 
-    def __init__(self, body: bytes, headers: Mapping[str, str], write_timeout: float) -> None:
-        super().__init__(b"", headers={**headers, "content-length": str(len(body))})
+    def __init__(self, body: Body, headers: Mapping[str, str], write_timeout: float) -> None:
+        super().__init__(b"", headers={**headers, "content-length": str(body.length)})
         self.shared = body
         self.write_timeout = write_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        view = memoryview(self.shared) if scope["method"] != "HEAD" else memoryview(b"")
-        start = 0
-        while True:
-            end = start + SLICE_BYTES
-            try:
-                async with asyncio.timeout(self.write_timeout):
-                    await send({"type": "http.response.body", "body": view[start:end], "more_body": end < len(view)})
-            except TimeoutError:
-                client = scope.get("client") or ("?", 0)
-                log.warning(
-                    "closing a connection that stopped reading path=%s client=%s sent=%d of=%d timeout=%gs",
-                    scope["path"], client[0], start, len(view), self.write_timeout,
-                )
-                return  # uvicorn closes a connection whose response was not completed
-            if end >= len(view):
-                return
-            start = end
+        if scope["method"] == "HEAD":
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        sent, total = 0, self.shared.length
+        for chunk in self.shared.chunks:
+            view = memoryview(chunk)
+            for start in range(0, len(view), SLICE_BYTES):
+                piece = view[start : start + SLICE_BYTES]
+                try:
+                    async with asyncio.timeout(self.write_timeout):
+                        await send({"type": "http.response.body", "body": piece, "more_body": sent + len(piece) < total})
+                except TimeoutError:
+                    client = scope.get("client") or ("?", 0)
+                    log.warning(
+                        "closing a connection that stopped reading path=%s client=%s sent=%d of=%d timeout=%gs",
+                        scope["path"], client[0], sent, total, self.write_timeout,
+                    )
+                    return  # uvicorn closes a connection whose response was not completed
+                sent += len(piece)
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
