@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+import msgspec
 from cachetools import TTLCache
 
 from sd.config import Config
 from sd.kinds import KINDS, Kind, nodes
-from sd.kinds.common import BAD_OBJECT, NOTHING, Allowlist, Record
+from sd.kinds.common import BAD_OBJECT, NOTHING, Allowlist, Record, watched_digest
 from sd.kube.snapshot import read_snapshot
 from sd.metrics import Metrics
 from sd.selectors import matcher
@@ -33,6 +34,12 @@ Reader = TargetSet | nodes.Directory
 
 INTERNAL_ERROR = "internal_error"
 _EVENT_TYPES = ("ADDED", "MODIFIED", "DELETED")
+
+
+def _watched_event(kind: Kind) -> msgspec.json.Decoder:
+    """Decodes a watch line into its type and the parts of its object the kind reads."""
+    event = msgspec.defstruct("WatchedEvent", [("type", str, ""), ("object", kind.watched | None, None)])
+    return msgspec.json.Decoder(event)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +147,12 @@ class Feed:
         self._reports = 0
         self._key: str | None = None  # the object being parsed, for reports
         self._event_counters = {t: metrics.events.labels(self.kind.name, t) for t in _EVENT_TYPES}
+        # Key → digest of the parts of the event its current record was built from (only
+        # for records built from one watch event, cleanly): an event with the same digest
+        # changes nothing, and is not parsed (``unchanged``).
+        self._digests: dict[str, bytes] = {}
+        self._decoder = _watched_event(self.kind)
+        self._checked: tuple[str, str, bytes] | None = None  # (key, version, digest) of the line last checked
         for ts in sets:
             ts.add_source(self.status)
 
@@ -155,7 +168,9 @@ class Feed:
                 ts.replace(current, set())
                 ts.source_synced()
         self.sets = sets
-        self.annotations = annotations  # newly listed annotations arrive with each object's next event
+        if annotations != self.annotations:
+            self._digests.clear()  # the next event of each object is parsed: it brings the newly listed annotations
+        self.annotations = annotations
 
     # -- bad data ----------------------------------------------------------------------
 
@@ -201,6 +216,7 @@ class Feed:
         self.status.listing = True
         self.status.listed_objects = self.status.listed_pages = 0
         self._pending = []
+        self._digests.clear()
 
     def list_page(self, items: Iterable[Any]) -> None:
         pending = self._pending
@@ -232,8 +248,33 @@ class Feed:
                 ts.source_synced()
             log.info("source synced source=%r objects=%d", self.name, len(records))
 
+    def unchanged(self, line: bytes | bytearray) -> str | None:
+        """The resourceVersion of a MODIFIED watch line whose object reads the same, part for
+        part, as the event its current record was built from; it is counted, not parsed.
+        None for anything else (the line is then decoded in full and given to ``event``)."""
+        self._checked = None
+        try:
+            event = self._decoder.decode(line)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None  # the full decode reports what is wrong with it
+        obj = event.object
+        if event.type != "MODIFIED" or obj is None:
+            return None
+        meta = obj.metadata
+        key, version = self.kind.watched_key(meta), meta.resourceVersion
+        if key is None or not version:
+            return None
+        digest = watched_digest(obj)
+        if self._digests.get(key) != digest:
+            self._checked = (key, version, digest)
+            return None
+        self.status.last_sync = time.time()
+        self._event_counters["MODIFIED"].inc()
+        return version
+
     def event(self, kind: str, obj: Any) -> None:
         self.status.last_sync = time.time()
+        checked, self._checked = self._checked, None
         if kind == "BOOKMARK":  # progress only: the source is current up to its version
             return
         self._event_counters[kind].inc()
@@ -242,14 +283,21 @@ class Feed:
             if key is None:
                 self.report(self.name, BAD_OBJECT, f"{self.name}: DELETED event without metadata.name")
                 return
+            self._digests.pop(key, None)
             self._keys.discard(key)
             for ts in self.sets:
                 ts.delete(key)
             return
+        reports = self._reports
         record = self._record(obj)
         if record is None:
             return
-        self._keys.add(record.key)
+        key = record.key
+        if checked is not None and checked[0] == key and checked[1] == obj["metadata"]["resourceVersion"] and self._reports == reports:
+            self._digests[key] = checked[2]
+        else:
+            self._digests.pop(key, None)
+        self._keys.add(key)
         for ts in self.sets:
             ts.upsert(record)
 

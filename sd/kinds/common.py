@@ -10,6 +10,7 @@ last good value, so that only well-formed data changes what is served.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 import sys
@@ -19,6 +20,8 @@ from enum import StrEnum
 from functools import lru_cache
 from operator import eq, itemgetter
 from typing import Any, Callable, ClassVar, Generic, Mapping, Protocol, TypeVar
+
+import msgspec
 
 # (reason, detail): reason is a short, stable metric label value; detail says
 # where and why ("node/n1: status.addresses[2].address: not an IP: 'x'").
@@ -159,6 +162,52 @@ R = TypeVar("R", bound=Record)
 T = TypeVar("T")
 
 
+# -- what a record is built from, for watch events that change nothing ------------------------
+#
+# Most watch events change nothing a record holds: a node's status heartbeat moves
+# lastHeartbeatTime, managedFields and resourceVersion. Each kind declares, as a msgspec
+# type, the parts of an object its ``parse`` reads, as raw JSON (``msgspec.Raw``): the feed
+# decodes just those (everything else is skipped, not built) and compares their digest
+# with that of the event the current record came from. Raw bytes are compared, so any
+# difference, even one that would parse the same, takes the full path: a part left out
+# here would be a change missed, a part too many only costs a parse.
+
+RawPart = msgspec.Raw
+NO_PART = msgspec.Raw()  # absent (JSON null is b"null")
+
+
+class WatchedCondition(msgspec.Struct):
+    type: RawPart = NO_PART
+    status: RawPart = NO_PART
+
+
+class WatchedMeta(msgspec.Struct):
+    name: str = ""
+    namespace: str = ""
+    resourceVersion: str = ""  # not part of the digest
+    uid: RawPart = NO_PART
+    creationTimestamp: RawPart = NO_PART
+    deletionTimestamp: RawPart = NO_PART
+    labels: RawPart = NO_PART
+    annotations: RawPart = NO_PART
+    ownerReferences: RawPart = NO_PART
+
+
+class Watched(msgspec.Struct):
+    """The base of each kind's watched object (``metadata`` plus its own parts)."""
+
+    metadata: WatchedMeta = msgspec.field(default_factory=WatchedMeta)
+
+
+_DIGEST = msgspec.msgpack.Encoder()
+
+
+def watched_digest(obj: Watched) -> bytes:
+    """The digest of what a record is built from (the resourceVersion left out)."""
+    obj.metadata.resourceVersion = ""
+    return hashlib.blake2b(_DIGEST.encode(obj), digest_size=16).digest()
+
+
 class Kind(Generic[R]):
     """One watched object kind: everything the rest of the program needs to know of it.
 
@@ -185,6 +234,14 @@ class Kind(Generic[R]):
     runs_on_nodes: ClassVar[bool] = False
     # Human text per exclusion reason this kind produces.
     why_excluded: ClassVar[Mapping[str, Callable[[Any], str]]]
+    # The parts of an object ``parse`` reads (see ``Watched``).
+    watched: ClassVar[type[Watched]]
+
+    def watched_key(self, meta: WatchedMeta) -> str | None:
+        """``key`` of a watched object."""
+        if not meta.name or (self.namespaced and not meta.namespace):
+            return None
+        return f"{meta.namespace}/{meta.name}" if self.namespaced else meta.name
 
     def key(self, obj: Any) -> str | None:
         """The object's key (as its record's ``key``) from a raw object, or None."""

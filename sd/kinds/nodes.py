@@ -10,7 +10,9 @@ from sd.kinds.common import BAD_FIELD, BAD_OBJECT, META, READINESS_WHY
 from sd.kinds.common import NOTHING, Allowlist, Fields, Kind, Port, Report
 from sd.kinds.common import add_pairs, conditions, field_reader, get_dict, get_list, get_str, ignore, is_ip, text
 from sd.kinds.common import listed, normalize_ip, object_annotations, object_labels, port_number, preview, readiness
-from sd.kinds.common import sanitize, timestamp
+from sd.kinds.common import NO_PART, RawPart, Watched, WatchedCondition, sanitize, timestamp
+
+import msgspec
 
 NODE_NAME = META + "node_name"
 NODE_PROVIDER_ID = META + "node_provider_id"
@@ -57,6 +59,19 @@ class NodeRecord:
         )
 
 
+class _WatchedStatus(msgspec.Struct):
+    conditions: list[WatchedCondition] | None = None
+    addresses: RawPart = NO_PART
+    daemonEndpoints: RawPart = NO_PART
+
+
+class WatchedNode(Watched):
+    """What ``Nodes.parse`` reads (besides metadata): not images, nodeInfo, capacity."""
+
+    spec: RawPart = NO_PART
+    status: _WatchedStatus | None = None
+
+
 class Nodes(Kind[NodeRecord]):
     name = "nodes"
     singular = "node"
@@ -69,6 +84,7 @@ class Nodes(Kind[NodeRecord]):
     }
     address_types = (INTERNAL_IP, EXTERNAL_IP)
     why_excluded = READINESS_WHY
+    watched = WatchedNode
 
     def parse(
         self, raw: Any, report: Report = ignore, previous: NodeRecord | None = None, annotations: Allowlist = NOTHING

@@ -10,7 +10,9 @@ from sd.kinds.common import BAD_FIELD, BAD_OBJECT, META, READINESS_WHY
 from sd.kinds.common import NOTHING, Allowlist, Fields, Kind, Port, Report
 from sd.kinds.common import add_pairs, conditions, field_reader, get_dict, get_list, get_str, ignore
 from sd.kinds.common import listed, normalize_ip, object_annotations, object_labels, port_number, preview, readiness
-from sd.kinds.common import text, timestamp
+from sd.kinds.common import NO_PART, RawPart, Watched, WatchedCondition, text, timestamp
+
+import msgspec
 
 NAMESPACE = META + "namespace"
 POD_NAME = META + "pod_name"
@@ -69,6 +71,23 @@ class PodRecord:
         return self.pod_ips
 
 
+class _WatchedStatus(msgspec.Struct):
+    conditions: list[WatchedCondition] | None = None
+    phase: RawPart = NO_PART
+    hostIP: RawPart = NO_PART
+    podIP: RawPart = NO_PART
+    podIPs: RawPart = NO_PART
+    containerStatuses: RawPart = NO_PART
+    initContainerStatuses: RawPart = NO_PART
+
+
+class WatchedPod(Watched):
+    """What ``Pods.parse`` reads (besides metadata)."""
+
+    spec: RawPart = NO_PART
+    status: _WatchedStatus | None = None
+
+
 class Pods(Kind[PodRecord]):
     name = "pods"
     singular = "pod"
@@ -92,6 +111,7 @@ class Pods(Kind[PodRecord]):
     }
     probes = True
     runs_on_nodes = True
+    watched = WatchedPod
     why_excluded = {
         **READINESS_WHY,
         NOT_RUNNING: lambda r: f"phase {r.phase or 'missing'}, not Running",

@@ -65,6 +65,10 @@ STREAM_END_SECONDS = 10.0
 STREAMING, PAGINATED = "streaming", "paginated"
 CONNECT_TIMEOUT_SECONDS = 10.0
 CHUNK = 100  # list items handled between yields to the event loop
+# A watch read shorter than this means the stream is caught up: wait COALESCE_SECONDS
+# before the next read, so that a stream of single events is read a few at a time.
+COALESCE_BELOW_BYTES = 64 * 1024
+COALESCE_SECONDS = 0.005
 
 
 class Settings(Protocol):
@@ -90,6 +94,9 @@ class Handler(Protocol):
     def list_page(self, items: list[Any]) -> None: ...
     def list_done(self) -> None: ...  # the pages since relisting() are the whole collection
     def event(self, kind: str, obj: Any) -> None: ...  # ADDED | MODIFIED | DELETED | BOOKMARK
+    # A watch line, before it is decoded: its resourceVersion when it is a MODIFIED event that
+    # changes nothing the handler keeps (handled: no event() follows), else None.
+    def unchanged(self, line: bytes | bytearray) -> str | None: ...
     def relisting(self, reason: str, method: str) -> None: ...  # a (re)list starts: why, and "streaming" | "paginated"
     def list_fallback(self, why: str, message: str) -> None: ...  # the streaming list is off for this attempt
     def watching(self) -> None: ...  # a watch request was answered
@@ -309,7 +316,7 @@ class Informer:
         listing: list[Any] | None = [] if initial else None  # objects of the streaming list not yet handed over
         end_wait = min(STREAM_END_SECONDS, self._settings.read_timeout_seconds)
         try:
-            pending = b""
+            pending = bytearray()  # what arrived after the last newline
             chunks = resp.content.iter_any().__aiter__()
             while True:
                 try:
@@ -324,26 +331,36 @@ class Informer:
                     if listing is None:
                         raise
                     raise Fallback("ignored", f"no {INITIAL_EVENTS_END} bookmark {end_wait:g}s after the last object") from None
-                lines = (pending + chunk).split(b"\n")
-                pending = lines.pop()
-                for line in lines:
-                    if line.strip():
+                # Lines are cut where the newlines are, searching only the new bytes: an
+                # event split over many reads is neither re-copied nor re-scanned per read.
+                searched = len(pending)
+                pending += chunk
+                start, end = 0, pending.find(b"\n", searched)
+                while end >= 0:
+                    line = pending[start:end]
+                    if line and not line.isspace():
                         if listing is None:
                             self._line(line)
                         elif self._initial_line(line, listing):
                             listing = None
                         received += 1
+                    start, end = end + 1, pending.find(b"\n", end + 1)
+                del pending[:start]
                 if listing:
                     self._handler.list_page(listing)
                     listing = []
                     await asyncio.sleep(0)
+                elif listing is None and len(chunk) < COALESCE_BELOW_BYTES:
+                    # Caught up with the stream: let a few more events arrive, then read them
+                    # at once. One read per event costs more than the event (heartbeats).
+                    await asyncio.sleep(COALESCE_SECONDS)
         except asyncio.TimeoutError:
             return "read_timeout"
         finally:
             resp.release()
         if listing is not None:
             raise Failure("list_incomplete", f"the streaming list ended before its {INITIAL_EVENTS_END} bookmark")
-        if pending.strip():
+        if pending and not pending.isspace():
             self._line(pending)
             received += 1
         if not received and self._clock() - started < SHORT_WATCH_SECONDS:
@@ -351,7 +368,7 @@ class Informer:
         self._malformed_at = None
         return "closed"
 
-    def _initial_line(self, line: bytes, listing: list[Any]) -> bool:
+    def _initial_line(self, line: bytes | bytearray, listing: list[Any]) -> bool:
         """One line of a streaming list: an object joins ``listing``; True at the end bookmark,
         where the list is done. Anything else means the server is not streaming a list."""
         kind, obj, version = self._decode(line)
@@ -371,15 +388,19 @@ class Informer:
             self._error(obj)
         raise Fallback("ignored", f"a {kind} event before the {INITIAL_EVENTS_END} bookmark: the server ignored sendInitialEvents")
 
-    def _line(self, line: bytes) -> None:
+    def _line(self, line: bytes | bytearray) -> None:
         """Apply one watch line; raises Malformed when it cannot be trusted."""
+        version = self._handler.unchanged(line)
+        if version is not None:
+            self.resource_version = version
+            return
         kind, obj, version = self._decode(line)
         if kind == "ERROR":
             self._error(obj)
         self._handler.event(kind, obj)
         self.resource_version = version
 
-    def _decode(self, line: bytes) -> tuple[str, Any, str]:
+    def _decode(self, line: bytes | bytearray) -> tuple[str, Any, str]:
         """(type, object, resourceVersion) of a watch line ("" for ERROR); Malformed when it
         is not JSON, of an unknown type, or lacks a resourceVersion."""
         try:
@@ -392,7 +413,7 @@ class Informer:
             if kind != "ERROR" and (not isinstance(version, str) or not version):
                 raise ValueError(f"resourceVersion is not a non-empty string: {version!r}")
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            detail = f"{self.name}: watch line dropped after resourceVersion {self.resource_version!r}: {exc}: {line[:80]!r}"
+            detail = f"{self.name}: watch line dropped after resourceVersion {self.resource_version!r}: {exc}: {bytes(line[:80])!r}"
             self._handler.report(self.name, MALFORMED_EVENT, detail)
             raise Malformed(detail) from None
         return kind, obj, version

@@ -1,0 +1,188 @@
+"""Watch events that change nothing a record holds (node heartbeats) are counted, not parsed;
+any change to a part a record is built from is parsed as before."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from typing import Any, Callable
+
+import orjson
+import pytest
+
+from sd.config import KubeSettings, default_config
+from sd.kinds import nodes, pods
+from sd.kinds.common import Allowlist
+from sd.kube.client import api_client, list_call
+from sd.kube.informer import Informer
+from sd.metrics import Metrics
+from sd.service import Service
+from sdtest.factories import make_node, make_pod
+from sdtest.kubeapi import FakeKubeAPI
+
+FAST = KubeSettings(page_size=10, watch_timeout_seconds=(5, 10), read_timeout_seconds=5,
+                    backoff_initial_seconds=0.05, backoff_max_seconds=0.2)
+
+
+class CountingParse:
+    """Counts a kind's parse calls (it still parses)."""
+
+    def __init__(self, kind: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        original = kind.parse
+
+        def parse(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(kind, "parse", parse)
+
+
+async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():
+        assert loop.time() < deadline, "condition not met before the deadline"
+        await asyncio.sleep(0.01)
+
+
+def heartbeat(node: dict[str, Any], at: str) -> dict[str, Any]:
+    beat = copy.deepcopy(node)
+    for condition in beat["status"]["conditions"]:
+        condition["lastHeartbeatTime"] = at
+    beat["metadata"]["managedFields"] = [{"manager": "kubelet", "time": at}]
+    return beat
+
+
+async def test_a_heartbeat_is_not_parsed_once_its_object_was_seen_in_a_watch_event(tmp_path, monkeypatch):
+    with FakeKubeAPI() as api:
+        node = make_node("n1", ["192.0.2.1"])
+        api.add(node)
+        service = Service(default_config(), Metrics())
+        feed = next(f for f in service.feeds.values() if f.kind is nodes.KIND)
+        client = await api_client(_kubeconfig(api, tmp_path))
+        informer = Informer(feed.name, list_call(client, feed.source.api_path), feed, FAST)
+        task = asyncio.create_task(informer.run())
+        try:
+            await until(lambda: feed.status.synced)
+            parses = CountingParse(nodes.KIND, monkeypatch)
+            api.modify(heartbeat(node, "2026-12-01T00:00:10Z"))  # parsed: the first of this object in the watch
+            version = api.modify(heartbeat(node, "2026-12-01T00:00:20Z"))
+            await until(lambda: informer.resource_version == version)
+            assert parses.calls == 1
+            assert feed.metrics.registry.get_sample_value(
+                "kube_http_sd_watch_events_total", {"resource": "nodes", "type": "MODIFIED"}) == 2
+            api.modify(heartbeat(make_node("n1", ["192.0.2.1"], ready="False"), "2026-12-01T00:00:30Z"))
+            ts = service.sets["kubelet"]
+            await until(lambda: "192.0.2.1" not in ts.index.winners)
+            assert parses.calls == 2
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await client.close()
+
+
+def _kubeconfig(api: FakeKubeAPI, tmp_path: Any) -> Any:
+    from sd.kube.client import ClusterConfig
+
+    return ClusterConfig("kubeconfig", str(api.write_kubeconfig(tmp_path / "kubeconfig")))
+
+
+def deliver(feed: Any, obj: dict[str, Any], version: str) -> None:
+    """One MODIFIED watch line, as the informer hands it over."""
+    obj = copy.deepcopy(obj)
+    obj["metadata"]["resourceVersion"] = version
+    line = orjson.dumps({"type": "MODIFIED", "object": obj})
+    if feed.unchanged(line) is None:
+        event = orjson.loads(line)
+        feed.event(event["type"], event["object"])
+
+
+def _set(path: tuple[Any, ...], value: Any) -> Callable[[dict[str, Any]], None]:
+    def change(obj: dict[str, Any]) -> None:
+        target = obj
+        for step in path[:-1]:
+            target = target[step]
+        target[path[-1]] = value
+    return change
+
+
+NODE_CHANGES = {
+    "label": _set(("metadata", "labels", "zone"), "b"),
+    "annotation": _set(("metadata", "annotations"), {"a": "1"}),
+    "uid": _set(("metadata", "uid"), "other"),
+    "creationTimestamp": _set(("metadata", "creationTimestamp"), "2026-06-01T00:00:00Z"),
+    "deletionTimestamp": _set(("metadata", "deletionTimestamp"), "2026-12-01T00:00:00Z"),
+    "Ready": _set(("status", "conditions", -1, "status"), "Unknown"),
+    "condition type": _set(("status", "conditions", 0, "type"), "NetworkUnavailable"),
+    "address": _set(("status", "addresses", 0, "address"), "192.0.2.9"),
+    "kubelet port": _set(("status", "daemonEndpoints", "kubeletEndpoint", "Port"), 10255),
+    "providerID": _set(("spec", "providerID"), "aws:///other"),
+}
+
+
+@pytest.mark.parametrize("change", NODE_CHANGES.values(), ids=NODE_CHANGES.keys())
+def test_a_change_to_any_part_a_node_record_is_built_from_is_parsed(change):
+    service = Service(default_config(), Metrics())
+    feed = next(f for f in service.feeds.values() if f.kind is nodes.KIND)
+    feed.read_by(feed.sets, Allowlist.of(["a"]))
+    node = make_node("n1", ["192.0.2.1"], labels={"zone": "a"})
+    feed.relisting("initial")
+    feed.list_page([node])
+    feed.list_done()
+    deliver(feed, heartbeat(node, "2026-12-01T00:00:10Z"), "2")
+    before = feed.sets[0].record("n1")
+    deliver(feed, heartbeat(node, "2026-12-01T00:00:20Z"), "3")
+    assert feed.sets[0].record("n1") is before, "a heartbeat changes nothing"
+    changed = heartbeat(node, "2026-12-01T00:00:30Z")
+    change(changed)
+    deliver(feed, changed, "4")
+    assert feed.sets[0].record("n1") == nodes.KIND.parse(changed, previous=before, annotations=feed.annotations) != before
+
+
+POD_CHANGES = {
+    "phase": _set(("status", "phase"), "Succeeded"),
+    "podIPs": _set(("status", "podIPs"), [{"ip": "192.0.2.7"}]),
+    "hostIP": _set(("status", "hostIP"), "192.0.2.200"),
+    "Ready": _set(("status", "conditions", -1, "status"), "False"),
+    "container port": _set(("spec", "containers", 0, "ports", 0, "containerPort"), 24232),
+    "node": _set(("spec", "nodeName"), "n9"),
+    "owner": _set(("metadata", "ownerReferences"), [{"kind": "DaemonSet", "name": "other", "controller": True}]),
+}
+
+
+@pytest.mark.parametrize("change", POD_CHANGES.values(), ids=POD_CHANGES.keys())
+def test_a_change_to_any_part_a_pod_record_is_built_from_is_parsed(change):
+    service = Service(default_config(), Metrics())
+    feed = next(f for f in service.feeds.values() if f.kind is pods.KIND)
+    pod = make_pod("f1", ["192.0.2.5", "2001:db8::5"])
+    feed.relisting("initial")
+    feed.list_page([pod])
+    feed.list_done()
+    deliver(feed, pod, "2")
+    before = feed.sets[0].record("logging/f1")
+    assert before is not None
+    deliver(feed, pod, "3")
+    assert feed.sets[0].record("logging/f1") is before
+    changed = copy.deepcopy(pod)
+    change(changed)
+    deliver(feed, changed, "4")
+    assert feed.sets[0].record("logging/f1") == pods.KIND.parse(changed, previous=before) != before
+
+
+def test_after_a_relist_the_next_event_is_parsed_again():
+    """A relist rebuilds records from the list: an event equal to one from before it must
+    not be taken as unchanged (the list may have brought another state)."""
+    service = Service(default_config(), Metrics())
+    feed = next(f for f in service.feeds.values() if f.kind is nodes.KIND)
+    node = make_node("n1", ["192.0.2.1"])
+    feed.relisting("initial")
+    feed.list_page([node])
+    feed.list_done()
+    deliver(feed, node, "2")
+    feed.relisting("expired")
+    feed.list_page([make_node("n1", ["192.0.2.1"], ready="False")])
+    feed.list_done()
+    assert feed.sets[0].record("n1").ready == "False"
+    deliver(feed, node, "5")
+    assert feed.sets[0].record("n1").ready == "True"
