@@ -1,10 +1,12 @@
-"""Watch events that change nothing a record holds (node heartbeats) are counted, not parsed;
-any change to a part a record is built from is parsed as before."""
+"""What the hot paths skip, and only when it is safe: watch events that change nothing a
+record holds (node heartbeats) are counted, not parsed, while any change to a part a record
+is built from is parsed as before; the cyclic collector is off while lists run."""
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import gc
 from typing import Any, Callable
 
 import orjson
@@ -186,3 +188,24 @@ def test_after_a_relist_the_next_event_is_parsed_again():
     assert feed.sets[0].record("n1").ready == "False"
     deliver(feed, node, "5")
     assert feed.sets[0].record("n1").ready == "True"
+
+
+def test_the_cyclic_collector_is_off_while_any_source_lists_and_back_on_after():
+    service = Service(default_config(), Metrics())
+    node_feed = next(f for f in service.feeds.values() if f.kind is nodes.KIND)
+    pod_feed = next(f for f in service.feeds.values() if f.kind is pods.KIND)
+    assert gc.isenabled()
+    try:
+        node_feed.relisting("initial")
+        pod_feed.relisting("initial")
+        assert not gc.isenabled()
+        node_feed.list_page([make_node("n1", ["192.0.2.1"])])
+        node_feed.list_done()
+        assert not gc.isenabled(), "the pods are still listing"
+        pod_feed.failed("connection", "refused")
+        assert gc.isenabled()
+        pod_feed.relisting("retry")
+        pod_feed.list_fallback("rejected_422", "no WatchList")
+        assert gc.isenabled()
+    finally:
+        gc.enable()
