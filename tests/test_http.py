@@ -35,19 +35,19 @@ def test_example_snapshot_kubelet_targets_resolve_ip_reuse_and_skip_not_ready(se
     groups = server.get("/targets/kubelet").json()
     by_target = {g["targets"][0]: g["labels"]["instance"] for g in groups}
     assert by_target == {
-        "10.0.0.7:10250": "ip-10-0-0-7",  # the old NotReady node on the same IP is not served
-        "10.0.0.8:10250": "ip-10-0-0-8",
-        "10.0.0.9:10250": "ip-10-0-0-9",
-        "[fd00:10::21]:10250": "v6-only-1",
+        "192.0.2.11:10250": "worker-1",  # the older node claiming the same IP is not served
+        "192.0.2.12:10250": "worker-2",
+        "192.0.2.13:10250": "worker-3",
+        "[2001:db8:0:1::21]:10250": "v6-only-1",  # worker-4 is NotReady
     }
 
 
 def test_example_snapshot_fluentd_targets_are_dual_stack(server):
     targets = sorted(g["targets"][0] for g in server.get("/targets/fluentd").json())
-    assert "[fd00:244::2:7]:24231" in targets and "10.244.2.7:24231" in targets
-    assert "[fd00:244::21:3]:24231" in targets
-    assert not any("10.244.2.9" in t for t in targets)  # the web pod is not Fluentd
-    assert not any("10.244.3.9" in t for t in targets)  # terminating Fluentd pod
+    assert "[2001:db8:244:2::7]:24231" in targets and "198.51.100.23:24231" in targets
+    assert "[2001:db8:244:21::3]:24231" in targets
+    assert not any("198.51.100.29" in t for t in targets)  # the web pod is not Fluentd
+    assert not any("198.51.100.41" in t for t in targets)  # terminating Fluentd pod
 
 
 def test_etag_and_if_none_match_give_304(server):
@@ -99,8 +99,8 @@ def test_metrics_exposes_targets_and_requests(server):
     server.get("/targets/kubelet")
     text = server.get("/metrics").text
     assert 'kube_http_sd_targets{family="ipv6",set="kubelet"} 1.0' in text
-    assert 'kube_http_sd_ip_conflicts{set="kubelet"} 0.0' in text  # the NotReady node is not a candidate
-    assert 'kube_http_sd_excluded_objects{reason="not_ready",set="kubelet"} 2.0' in text
+    assert 'kube_http_sd_ip_conflicts{set="kubelet"} 1.0' in text  # worker-1 and worker-1-old
+    assert 'kube_http_sd_excluded_objects{reason="not_ready",set="kubelet"} 1.0' in text  # worker-4
     assert 'kube_http_sd_http_requests_total{code="200",route="/targets/{name}"}' in text
 
 
