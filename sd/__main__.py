@@ -17,7 +17,6 @@ import signal  # noqa: E402
 import socket  # noqa: E402
 import ssl  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
 import urllib.error  # noqa: E402
 import urllib.request  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -25,6 +24,7 @@ from typing import Awaitable, Callable, Sequence  # noqa: E402
 
 import yaml  # noqa: E402
 
+from sd import logs  # noqa: E402
 from sd._table import table  # noqa: E402
 from sd.config import ConfigError, load_config  # noqa: E402
 from sd.feed import Feed  # noqa: E402
@@ -41,36 +41,6 @@ from sd.service import Service  # noqa: E402
 from sd.targets import INSTANCE  # noqa: E402
 
 log = logging.getLogger("sd")
-
-
-class _KeyValueFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        line = f"ts={stamp}Z level={record.levelname.lower()} logger={record.name} msg={record.getMessage()}"
-        if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
-        return line
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "ts": record.created,
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
-def _setup_logging(level: str, fmt: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_JsonFormatter() if fmt == "json" else _KeyValueFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -107,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check_config(args.config)
     if args.command == "targets":
         return _print_targets(args.url, args.bearer_token_file, args.insecure)
-    _setup_logging(args.log_level, args.log_format)
+    logs.setup(args.log_level, args.log_format)
     return _serve(args)
 
 
@@ -213,7 +183,7 @@ async def _run(service: Service, metrics: Metrics, sock: socket.socket, cluster:
             elif isinstance(exc, (TypeError, KeyError, AttributeError)):
                 detail = f"not a kubeconfig ({type(exc).__name__}: {detail})"
             return _fail(f"{cluster}: cannot load: {detail}", 1)
-        log.info("watching cluster=%r sources=%s", str(cluster), [str(s) for s in service.feeds])
+        log.info("watching cluster=%s sources=%s", str(cluster), [str(s) for s in service.feeds])
 
     def informer(feed: Feed) -> Callable[[], Awaitable[None]]:
         src = feed.source

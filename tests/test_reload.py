@@ -76,7 +76,7 @@ def test_sighup_applies_a_new_config_keeping_unchanged_sets_and_sources(api, run
         "    label_selector: pool=a\n"
     ))
     reload(srv, 1)
-    assert "config reloaded sets=kubelet,kubelet-https,pool-a kept=kubelet" in srv.log()
+    assert 'msg="config reloaded" sets=kubelet,kubelet-https,pool-a kept=kubelet' in srv.log()
     # The unchanged set kept its state: the same bytes and ETag, no relist of its source.
     again = srv.get("/targets/kubelet")
     assert again.content == kubelet.content and again.headers["etag"] == kubelet.headers["etag"]

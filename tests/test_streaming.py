@@ -95,7 +95,7 @@ def test_a_server_without_streaming_lists_gets_paginated_ones_and_the_same_targe
         assert lists and all(r["query"]["limit"] == "3" for r in lists)
         assert metric_sum(srv, f'kube_http_sd_streaming_list_fallbacks_total{{reason="{why}",source="nodes"') == 1
         assert metric_sum(srv, 'kube_http_sd_relists_total{method="paginated",reason="initial",source="nodes"') == 1
-        assert srv.log().count("streaming list unavailable, listing with pages source='nodes'") == 1
+        assert srv.log().count('msg="streaming list unavailable, listing with pages" source=nodes') == 1
         # The next relist tries streaming again (the server may have been upgraded)...
         api.stop()
         api.add(make_node("n8", ["192.0.2.8"]))
@@ -107,7 +107,7 @@ def test_a_server_without_streaming_lists_gets_paginated_ones_and_the_same_targe
                    timeout=20)
         api.add(make_node("n9", ["192.0.2.9"]))
         eventually(lambda: "192.0.2.9:10250" in kubelet_targets(srv), timeout=20)
-        assert srv.log().count("streaming list unavailable, listing with pages source='nodes'") == 1
+        assert srv.log().count('msg="streaming list unavailable, listing with pages" source=nodes') == 1
 
 
 def test_the_double_refuses_what_the_api_server_refuses(api):

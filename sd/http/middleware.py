@@ -12,9 +12,11 @@ from typing import Callable
 
 from sd.config import ServerSettings
 from sd.http.responses import error
+from sd.logs import ACCESS
 from sd.metrics import Metrics
 
 log = logging.getLogger("sd.http")
+access = logging.getLogger(ACCESS)
 
 # Liveness must answer without credentials: the kubelet's probe sends none.
 UNAUTHENTICATED_PATHS = frozenset({"/healthz"})
@@ -36,7 +38,7 @@ class SecretFile:
                     self._value = fh.read().strip()
                 self._stamp = (st.st_mtime_ns, st.st_size)
         except OSError as exc:
-            log.error("cannot read secret file path=%s detail=%r: denying requests", self.path, str(exc))
+            log.error("cannot read secret file, denying requests path=%s detail=%r", self.path, str(exc))
             self._stamp, self._value = None, b""
         return self._value
 
@@ -77,7 +79,8 @@ class Auth:
 
 
 class RequestMetrics:
-    """Counts requests by route template (not raw path: unknown URLs must not explode label cardinality)."""
+    """Counts requests by route template (not raw path: unknown URLs must not explode label
+    cardinality), and writes the access log line of each request (at debug)."""
 
     def __init__(self, app: Callable, metrics: Metrics) -> None:
         self.app = app
@@ -101,5 +104,13 @@ class RequestMetrics:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", "other")
+            seconds = time.perf_counter() - start
             self.metrics.requests.labels(template, str(status)).inc()
-            self.metrics.request_seconds.labels(template).observe(time.perf_counter() - start)
+            self.metrics.request_seconds.labels(template).observe(seconds)
+            if access.isEnabledFor(logging.DEBUG):
+                client = scope.get("client") or ("-", 0)
+                access.debug(
+                    "request method=%s path=%s query=%s status=%d seconds=%.4f client=%s",
+                    scope["method"], scope["path"], scope.get("query_string", b"").decode("latin-1"),
+                    status, seconds, client[0],
+                )
