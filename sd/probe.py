@@ -102,6 +102,9 @@ class Prober:
         self._heap: list[tuple[float, int, _Slot]] = []
         self._seq = itertools.count()  # FIFO among equal due times
         self._tasks: set[asyncio.Task[None]] = set()  # in-flight probes, at most `concurrency`
+        # Probes finished since the last summary line (debug), written once per interval.
+        self._round_start = clock()
+        self._round = {True: 0, False: 0}
         self._wake = asyncio.Event()
         self._client = httpx.AsyncClient(
             # Pod metrics endpoints serve self-signed certificates, if any, and are
@@ -229,14 +232,26 @@ class Prober:
         ip = slot.endpoint[0]
         previous = results.get(ip)
         results[ip] = result
+        self._count(ok, result.checked_at)
         if previous is not None and previous.ok == ok:
             return
-        if previous is not None:
+        if previous is not None:  # a family started or stopped answering
             log.info("probe changed key=%s ip=%s ok=%s detail=%r was=%r", slot.key, ip, ok, detail, previous.detail)
         try:
             self.on_change(slot.key)
         except Exception:
             log.exception("on_change failed key=%s", slot.key)
+
+    def _count(self, ok: bool, now: float) -> None:
+        """Count a finished probe; once per interval, summarize the round at debug (no line per probe)."""
+        self._round[ok] += 1
+        if now - self._round_start >= self.interval:
+            log.debug(
+                "probe round seconds=%.1f probes=%d ok=%d failed=%d endpoints=%d",
+                now - self._round_start, self._round[True] + self._round[False], self._round[True], self._round[False],
+                sum(len(slots) for slots in self._slots.values()),
+            )
+            self._round_start, self._round = now, {True: 0, False: 0}
 
     async def _check(self, endpoint: Endpoint) -> tuple[bool, str]:
         ip, port, path, scheme = endpoint

@@ -1,14 +1,18 @@
 """Log lines as operators' tools read them: real logfmt (go-logfmt's grammar, strictly) and
 JSON with every field a top-level key; our logger names; an access line per request at
-debug only."""
+debug only; probes that log changes of state and a summary per round, never each probe."""
 
 from __future__ import annotations
 
+import http.server
 import json
+import socket
+import threading
 
 import pytest
 from logfmtkv import parse
 
+from sdtest.factories import make_pod
 from sdtest.helpers import ROOT, Server, eventually
 
 SNAPSHOT = str(ROOT / "examples" / "cluster.json")
@@ -73,3 +77,61 @@ def test_an_access_line_per_request_at_debug_only(level, logged):
     assert by_path["/targets/kubelet"]["query"] == "shards=2&shard=1"
     assert by_path["/targets/kubelet"]["method"] == "GET" and by_path["/targets/kubelet"]["client"] == "127.0.0.1"
     assert by_path["/nope"]["status"] == "404"
+
+
+class _Metrics:
+    """A metrics endpoint on 127.0.0.1 only (nothing on ::1), that can be closed."""
+
+    def __init__(self) -> None:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_probes_log_changes_of_state_and_a_summary_per_round_never_each_probe(tmp_path):
+    listener = _Metrics()
+    try:
+        pod = make_pod("fluentd-a", ["127.0.0.1", "::1"], port=listener.port)
+        snapshot = tmp_path / "cluster.json"
+        snapshot.write_text(json.dumps({"kind": "PodList", "items": [pod]}))
+        config = tmp_path / "sd.yaml"
+        config.write_text(
+            "probe: {interval_seconds: 1, timeout_seconds: 1}\n"
+            "targets:\n  fluentd: {source: pods, port_name: monitor, port: 24231, ip_family: reachable}\n"
+        )
+        with Server("--snapshot", str(snapshot), "--config", str(config), "--log-level", "debug") as srv:
+            srv.wait_healthy()
+            eventually(lambda: [g["targets"] for g in srv.get("/targets/fluentd").json()] == [[f"127.0.0.1:{listener.port}"]])
+            eventually(lambda: any(e["msg"] == "probe round" for e in logfmt_lines(srv)), what="a round summary")
+            listener.close()
+            with socket.socket() as s:  # nothing answers on the port any more
+                assert s.connect_ex(("127.0.0.1", listener.port)) != 0
+            changed = eventually(
+                lambda: [e for e in logfmt_lines(srv) if e["msg"] == "probe changed"], what="the IPv4 change logged"
+            )
+            eventually(lambda: sum(e["msg"] == "probe round" for e in logfmt_lines(srv)) >= 3, what="later rounds")
+            lines = logfmt_lines(srv)
+    finally:
+        listener.close()
+    assert [(e["ip"], e["ok"], e["was"], e["level"]) for e in changed] == [("127.0.0.1", "false", "HTTP 200", "info")]
+    assert changed[0]["detail"] in ("connection refused", "connection reset")  # reset: a probe met the close
+    rounds = [e for e in lines if e["msg"] == "probe round"]
+    assert all(e["level"] == "debug" and e["endpoints"] == "2" for e in rounds)
+    # Each round probed both IPs at least once, yet no line was written per probe.
+    assert sum(int(e["probes"]) for e in rounds) >= 2 * len(rounds)
+    probe_lines = [e for e in lines if e["logger"] in ("sd.probe", "httpx", "httpcore")]
+    assert {e["msg"] for e in probe_lines} == {"probe round", "probe changed"}
+    assert not any("HTTP Request" in e["msg"] for e in lines)
