@@ -39,6 +39,7 @@ from sd.kube.snapshot import SnapshotError  # noqa: E402
 from sd.metrics import Metrics  # noqa: E402
 from sd.service import Service  # noqa: E402
 from sd.targets import INSTANCE  # noqa: E402
+from sd.version import versions  # noqa: E402
 
 log = logging.getLogger("sd")
 
@@ -46,6 +47,11 @@ log = logging.getLogger("sd")
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kube-http-sd", description="Prometheus http_sd server for Kubernetes nodes and pods."
+    )
+    v = versions()
+    parser.add_argument(
+        "--version", action="version",
+        version=f"kube-http-sd {v['version']} (python {v['python']}, kubernetes-asyncio {v['kubernetes_asyncio']})",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     serve_p = sub.add_parser("serve", help="watch the cluster (or a snapshot) and serve /targets/<set>")
@@ -147,7 +153,6 @@ def _serve(args: argparse.Namespace) -> int:
             service.load_snapshot()
         except SnapshotError as exc:
             return _fail(str(exc), 2)
-        log.info("snapshot loaded file=%s targets=%s", args.snapshot, {n: len(s) for n, s in service.sets.items()})
     else:
         try:
             cluster = find_cluster(args.kubeconfig)
@@ -183,6 +188,12 @@ async def _run(service: Service, metrics: Metrics, sock: socket.socket, cluster:
             elif isinstance(exc, (TypeError, KeyError, AttributeError)):
                 detail = f"not a kubeconfig ({type(exc).__name__}: {detail})"
             return _fail(f"{cluster}: cannot load: {detail}", 1)
+    # Only now: every mistake the user can fix before it runs was a one-line error above.
+    v = versions()
+    log.info("starting version=%s python=%s kubernetes_asyncio=%s", v["version"], v["python"], v["kubernetes_asyncio"])
+    if api is None:
+        log.info("snapshot loaded file=%s targets=%s", service.snapshot, {n: len(s) for n, s in service.sets.items()})
+    else:
         log.info("watching cluster=%s sources=%s", str(cluster), [str(s) for s in service.feeds])
 
     def informer(feed: Feed) -> Callable[[], Awaitable[None]]:
