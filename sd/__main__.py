@@ -11,13 +11,16 @@ gc.disable()
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
+import base64  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
+import os  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
 import ssl  # noqa: E402
 import sys  # noqa: E402
 import urllib.error  # noqa: E402
+import urllib.parse  # noqa: E402
 import urllib.request  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Awaitable, Callable, Sequence  # noqa: E402
@@ -64,8 +67,14 @@ def _parser() -> argparse.ArgumentParser:
     check_p = sub.add_parser("check-config", help="validate a config file: exit 0, or print problems and exit 2")
     check_p.add_argument("--config", help="config file (default: built-in)")
     targets_p = sub.add_parser("targets", help="print a running server's targets as a table")
-    targets_p.add_argument("url", help="a /targets/<set> URL, e.g. http://localhost:8080/targets/kubelet")
+    targets_p.add_argument(
+        "url",
+        help="a /targets/<set> URL, e.g. http://localhost:8080/targets/kubelet (no scheme: http://); "
+        "the server's base URL lists its sets",
+    )
     targets_p.add_argument("--bearer-token-file", help="send this file's contents as a bearer token")
+    targets_p.add_argument("--user", help="basic auth user name; the password is read from --password-file")
+    targets_p.add_argument("--password-file", help="the basic auth password, in a file (never on the command line)")
     targets_p.add_argument("--insecure", action="store_true", help="do not verify the server's TLS certificate")
     return parser
 
@@ -82,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         return _check_config(args.config)
     if args.command == "targets":
-        return _print_targets(args.url, args.bearer_token_file, args.insecure)
+        return _print_targets(args)
     logs.setup(args.log_level, args.log_format)
     return _serve(args)
 
@@ -97,30 +106,67 @@ def _check_config(path: str | None) -> int:
     return 0
 
 
-def _print_targets(url: str, token_file: str | None, insecure: bool) -> int:
-    headers = {"Accept": "application/json"}
-    if token_file:
-        try:
-            headers["Authorization"] = "Bearer " + Path(token_file).read_text().strip()
-        except OSError as exc:
-            return _fail(f"--bearer-token-file {token_file}: {exc.strerror or exc}", 2)
-    context = ssl._create_unverified_context() if insecure else None
+def _print_targets(args: argparse.Namespace) -> int:
+    url = args.url if "://" in args.url else "http://" + args.url
+    path = urllib.parse.urlsplit(url).path
+    listing = path in ("", "/")  # the server's base URL: list its sets
+    if not listing and "/targets/" not in path:
+        return _fail(f"{args.url}: not a target set URL; give one like http://localhost:8080/targets/kubelet, "
+                     "or the server's base URL to list its sets", 2)
+    headers = {"Accept": "text/plain" if listing else "application/json"}
+    try:
+        if args.bearer_token_file:
+            headers["Authorization"] = "Bearer " + _secret(args.bearer_token_file, "--bearer-token-file")
+        if args.user is not None or args.password_file:
+            if args.user is None or not args.password_file:
+                return _fail("--user and --password-file go together", 2)
+            pair = f"{args.user}:{_secret(args.password_file, '--password-file')}"
+            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+    except ValueError as exc:
+        return _fail(str(exc), 2)
+    if listing:
+        url = url.rstrip("/") + "/"
+    context = ssl._create_unverified_context() if args.insecure else None
     try:
         with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30, context=context) as resp:
-            groups = json.load(resp)
+            body = resp.read()
+        groups = None if listing else json.loads(body)
     except urllib.error.HTTPError as exc:
         return _fail(f"{url}: HTTP {exc.code}: {exc.read().decode(errors='replace').strip()}", 1)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         return _fail(f"{url}: {getattr(exc, 'reason', exc)}", 1)
+    if groups is None:
+        return _write(body.decode(errors="replace") + f"(kube-http-sd targets {url.rstrip('/')}/targets/<set> lists one)\n")
+    if not isinstance(groups, list):
+        return _fail(f"{url}: not a target list (a JSON list of groups)", 1)
     rows = []
     for group in groups:
         labels = group.get("labels", {})
-        name = labels.get(NODE_NAME) or "/".join(filter(None, (labels.get(NAMESPACE), labels.get(POD_NAME))))
-        node = labels.get(POD_NODE_NAME, "")
+        pod = "/".join(filter(None, (labels.get(NAMESPACE), labels.get(POD_NAME))))
+        # A pod's node is its spec.nodeName; a node target's node is the node itself.
+        node = labels.get(POD_NODE_NAME) or labels.get(NODE_NAME)
+        name = pod or labels.get(NODE_NAME)
         for target in group.get("targets", []):
             rows.append((target, labels.get(IP_FAMILY_LABEL, ""), name or "-", node or "-", labels.get(INSTANCE, "-")))
-    print(table(("TARGET", "FAMILY", "OBJECT", "NODE", "INSTANCE"), sorted(rows)), end="")
-    print(f"{len(rows)} targets")
+    text = table(("TARGET", "FAMILY", "OBJECT", "NODE", "INSTANCE"), sorted(rows))
+    return _write(f"{text}{len(rows)} targets\n")
+
+
+def _secret(path: str, flag: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError as exc:
+        raise ValueError(f"{flag} {path}: {exc.strerror or exc}") from None
+
+
+def _write(text: str) -> int:
+    """Print ``text``; a reader that stops early (``| head``) is no error."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python would report the pipe again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
