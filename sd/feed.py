@@ -25,7 +25,7 @@ from sd.kinds.common import BAD_OBJECT, NOTHING, Allowlist, Record, watched_dige
 from sd.kube.snapshot import read_snapshot
 from sd.metrics import Metrics
 from sd.selectors import matcher
-from sd.status import SourceError, SourceStatus
+from sd.status import Phase, SourceError, SourceStatus
 from sd.targets import TargetSet
 
 log = logging.getLogger("sd.feed")
@@ -149,7 +149,7 @@ def load_snapshot(objects: dict[str, list[dict[str, Any]]], feeds: list[Feed]) -
             for obj in objects.get(src.kind.name, ())
             if (src.namespace is None or (obj.get("metadata") or {}).get("namespace") == src.namespace) and match(obj)
         )
-        feed.list_done()
+        feed.list_done(Phase.SNAPSHOT)
 
 
 class Feed:
@@ -243,6 +243,7 @@ class Feed:
         self.metrics.relists.labels(self.name, reason, method).inc()
         self.status.relists += 1
         self.status.listing = True
+        self.status.phase = Phase.LISTING
         self.status.listed_objects = self.status.listed_pages = 0
         self._pending = []
         self._digests.clear()
@@ -264,7 +265,9 @@ class Feed:
         self.metrics.list_fallbacks.labels(self.name, why).inc()
         self.status.listing = False
 
-    def list_done(self) -> None:
+    def list_done(self, then: Phase = Phase.WATCHING) -> None:
+        """The pages since ``relisting`` are the whole collection; ``then``: what follows
+        (a watch, or nothing for a snapshot)."""
         records, self._pending = self._pending, []
         for ts in self.sets:
             ts.replace(records, self._keys)
@@ -272,6 +275,7 @@ class Feed:
         self._keys = {r.key for r in records}
         status = self.status
         status.listing = False
+        status.phase = then
         status.last_sync = time.time()
         status.healthy = True
         if not status.synced:
@@ -336,8 +340,10 @@ class Feed:
     # -- the driver's progress ---------------------------------------------------------------
 
     def watching(self) -> None:
-        """A watch request was answered: the source is healthy again."""
+        """A watch request was answered: the source is healthy again. A streaming list's
+        request is a watch too: its source is still listing until the end bookmark."""
         self.status.healthy = True
+        self.status.phase = Phase.LISTING if self.status.listing else Phase.WATCHING
 
     def watch_ended(self, reason: str) -> None:
         self.metrics.restarts.labels(self.name, reason).inc()
@@ -350,5 +356,6 @@ class Feed:
         self.metrics.source_errors.labels(self.name, reason).inc()
         status = self.status
         status.listing = False
+        status.phase = Phase.BACKING_OFF
         status.healthy = False
         status.last_error = SourceError(reason, message, time.time())

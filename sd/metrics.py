@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from sd.status import PHASES
 from sd.version import versions
 
 if TYPE_CHECKING:
@@ -128,8 +129,18 @@ class _StateCollector(Collector):
             "Reachability-probed endpoints by last result (ip_family: reachable sets).",
             labels=["set", "family", "result"],
         )
+        phase = GaugeMetricFamily(
+            PREFIX + "source_phase",
+            "1 for what the source is doing now: listing, watching, backing_off (after an error), snapshot.",
+            labels=["source", "phase"],
+        )
+        failing = GaugeMetricFamily(
+            PREFIX + "source_failing",
+            "1 from a failed list/watch request until one succeeds; 0 otherwise, however long a first list takes.",
+            labels=["source"],
+        )
         up = GaugeMetricFamily(
-            PREFIX + "source_up", "1 while the source's list/watch is healthy, 0 while it retries.", labels=["source"]
+            PREFIX + "source_up", "1 - source_failing: 0 only while the source's requests fail.", labels=["source"]
         )
         last_sync = GaugeMetricFamily(
             PREFIX + "source_last_sync_timestamp_seconds",
@@ -151,7 +162,10 @@ class _StateCollector(Collector):
             synced.add_metric([ts.name], 1 if stats.synced else 0)
             sources.update((s.name, s) for s in ts.sources)
         for name, status in sorted(sources.items()):
-            up.add_metric([name], 1 if status.healthy else 0)
+            for p in PHASES:
+                phase.add_metric([name, p.value], 1 if status.phase == p else 0)
+            failing.add_metric([name], 1 if status.failing else 0)
+            up.add_metric([name], 0 if status.failing else 1)
             if status.last_sync:
                 last_sync.add_metric([name], status.last_sync)
-        return [targets, objects, excluded, conflicts, resolved, synced, probes, up, last_sync]
+        return [targets, objects, excluded, conflicts, resolved, synced, probes, phase, failing, up, last_sync]

@@ -8,8 +8,22 @@ it. Times are wall-clock epoch seconds, for display.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from cachetools import LRUCache
+
+
+class Phase(StrEnum):
+    """What a source is doing right now."""
+
+    LISTING = "listing"  # a (re)list is in progress: the first one, or one after 410 Gone or an error
+    WATCHING = "watching"  # listed; following changes (reconnecting after a clean end included)
+    BACKING_OFF = "backing_off"  # a request failed; waiting to retry
+    SNAPSHOT = "snapshot"  # filled from a snapshot file: nothing to watch
+
+
+# A metric's label values: every phase, so each source always has one series per phase.
+PHASES = tuple(Phase)
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +37,7 @@ class SourceError:
 class SourceStatus:
     name: str
     synced: bool = False  # finished a first full list
+    phase: Phase = Phase.LISTING
     healthy: bool = False  # the last list or watch request succeeded, and no error since
     last_sync: float = 0.0  # last full list finished, or watch event or bookmark received
     listing: bool = False  # a (re)list is in progress...
@@ -41,12 +56,20 @@ class SourceStatus:
         return {
             "source": self.name,
             "state": self.state,
+            "phase": self.phase.value,
+            "failing": self.failing,
             "last_sync": self.last_sync or None,
             "listing": {"objects": self.listed_objects, "pages": self.listed_pages} if self.listing else None,
             "last_error": {"reason": error.reason, "message": error.message, "at": error.at} if error else None,
             "relists": self.relists,
             "watch_restarts": self.watch_restarts,
         }
+
+    @property
+    def failing(self) -> bool:
+        """A request failed and none succeeded since. Never true while a list that has not
+        failed is still in progress, however slow: "failing" is for errors, not for time."""
+        return self.last_error is not None and not self.healthy
 
     @property
     def state(self) -> str:
