@@ -28,6 +28,11 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from sdtest.factories import make_node, make_pod
+from sdtest.helpers import FAST, eventually
+from sdtest.helpers import Server as CliServer
+from sdtest.kubeapi import FakeKubeAPI
+
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
 KUBE_DIR = DEPLOY / "kubernetes"
@@ -898,3 +903,32 @@ def test_the_hand_sharded_prometheus_config_is_valid_and_reads_shard_urls(tmp_pa
     urls = [sd["url"] for job in config["scrape_configs"] for sd in job.get("http_sd_configs", [])]
     assert urls and all(url.endswith("?shards=2&shard=0") for url in urls)
     assert {target_set_of(url.split("?")[0]) for url in urls} == target_sets()
+
+
+def test_clusterrole_verbs_are_the_requests_the_code_makes(tmp_path):
+    """Run the server against the API double, with a namespaced set too, and name the RBAC
+    verb of every request it made: the ClusterRole grants those, and only those."""
+    from sd.kinds import VERBS
+
+    with FakeKubeAPI() as api:
+        api.add_many([make_node("n1", ["192.0.2.1"]), make_pod("fluentd-a", ["198.51.100.1"])])
+        config = tmp_path / "sd.yaml"
+        config.write_text(FAST + "  streaming_list: off\n" + (
+            "targets:\n"
+            "  kubelet: {source: nodes, port: 10250, port_name: kubelet}\n"
+            "  fluentd: {source: pods, port: 24231, port_name: monitor, namespaces: [logging]}\n"
+        ))
+        with CliServer("--kubeconfig", api.write_kubeconfig(tmp_path / "kubeconfig"), "--config", str(config)) as srv:
+            srv.wait_healthy()
+            eventually(lambda: srv.get("/readyz").status_code == 200, what="both sets synced")
+            eventually(lambda: api.open_watches() == 2, what="both watches open")
+        used = set()
+        for request in api.requests:
+            parts = request["path"].strip("/").split("/")  # api/v1/nodes, api/v1/namespaces/<ns>/pods[/<name>]
+            assert request["method"] == "GET" and parts[:2] == ["api", "v1"], request
+            collection = parts[2:] in (["nodes"], ["pods"]) or (len(parts) == 5 and parts[2] == "namespaces")
+            used.add("watch" if request["watch"] else "list" if collection else "get")
+    rules = the_object("ClusterRole", "kube-http-sd")["rules"]
+    assert used == {"list", "watch"}
+    assert all(set(rule["verbs"]) == used for rule in rules)
+    assert set(VERBS) == used

@@ -18,4 +18,6 @@ KINDS: dict[str, Kind] = {
 }
 
 # What RBAC must grant on every kind's resource: exactly the calls an informer makes.
-VERBS = ("get", "list", "watch")
+# list: the (paginated) list; watch: the watch, and a streaming list, which is a watch.
+# Nothing reads a single object, so no "get".
+VERBS = ("list", "watch")
