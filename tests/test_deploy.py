@@ -36,6 +36,8 @@ from sdtest.kubeapi import FakeKubeAPI
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
 KUBE_DIR = DEPLOY / "kubernetes"
+BASE_DIR = KUBE_DIR / "base"
+VARIANTS = {"sidecar": KUBE_DIR / "sidecar", "standalone": KUBE_DIR / "standalone"}
 OPERATOR_DIR = DEPLOY / "prometheus-operator"
 DOCKERFILE = DEPLOY / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
@@ -128,7 +130,7 @@ def prometheus_configs() -> dict[str, dict]:
     """The Prometheus configs that run next to kube-http-sd, by where they live."""
     return {
         "config/prometheus.yml": yaml.safe_load(PROMETHEUS_CONFIG.read_text()),
-        "deploy/kubernetes/configmap.yaml[prometheus.yml]": yaml.safe_load(configmap_data()["prometheus.yml"]),
+        "deploy/kubernetes/base/configmap.yaml[prometheus.yml]": yaml.safe_load(configmap_data()["prometheus.yml"]),
     }
 
 
@@ -423,24 +425,26 @@ def test_manifests_are_namespace_agnostic_and_kustomizations_set_monitoring():
         assert "namespace" not in doc["metadata"], (
             f"{path}: {doc['kind']}/{doc['metadata']['name']} sets its namespace; kustomization.yaml does"
         )
-    for directory in (KUBE_DIR, OPERATOR_DIR):
+    for directory in (BASE_DIR, *VARIANTS.values(), OPERATOR_DIR):
         assert kustomization(directory)["namespace"] == NAMESPACE, f"{directory}/kustomization.yaml"
 
 
 def test_kustomizations_list_existing_files_and_leave_none_out():
-    for directory in (KUBE_DIR, OPERATOR_DIR):
+    for directory in (BASE_DIR, *VARIANTS.values(), OPERATOR_DIR):
         listed = kustomization(directory)["resources"]
         for name in listed:
-            assert (directory / name).is_file(), f"{directory}/kustomization.yaml lists missing {name}"
+            assert (directory / name).is_file() or (directory / name / "kustomization.yaml").is_file(), (
+                f"{directory}/kustomization.yaml lists missing {name}"
+            )
         present = {p.name for p in directory.glob("*.yaml") if not is_kustomization(p)}
-        alternatives = {"standalone.yaml"} if directory == KUBE_DIR else set()  # the variant not picked by default
-        assert present - set(listed) == alternatives, f"{directory}: files neither listed nor an alternative"
+        assert present <= set(listed), f"{directory}: files not listed: {sorted(present - set(listed))}"
+    assert not (KUBE_DIR / "kustomization.yaml").exists(), "a variant is chosen by its path, not by a default"
 
 
-def test_default_kustomization_builds_the_sidecar_variant_in_monitoring():
-    built = kustomize_build(KUBE_DIR)
+def test_the_sidecar_variant_builds_prometheus_with_kube_http_sd_in_monitoring():
+    built = kustomize_build(VARIANTS["sidecar"])
     kinds = {(d["kind"], d["metadata"]["name"]) for d in built}
-    assert ("Deployment", "prometheus") in kinds
+    assert ("Deployment", "kube-http-sd-prometheus") in kinds
     assert ("Deployment", "kube-http-sd") not in kinds and ("Service", "kube-http-sd") not in kinds
     for doc in built:
         if doc["kind"] not in CLUSTER_SCOPED_KINDS:
@@ -451,19 +455,26 @@ def test_default_kustomization_builds_the_sidecar_variant_in_monitoring():
     assert f"{IMAGE}:{pyproject_version()}" in image
 
 
-def test_standalone_variant_builds_with_the_swap_documented_in_the_kustomization(tmp_path):
-    # Run the exact sed command the kustomization's comment tells users to run.
-    text = (KUBE_DIR / "kustomization.yaml").read_text()
-    m = re.search(r"(sed -i '[^']+') deploy/kubernetes/kustomization\.yaml", text)
-    assert m, "kustomization.yaml no longer documents how to pick standalone.yaml"
-    copy = tmp_path / "kubernetes"
-    shutil.copytree(KUBE_DIR, copy)
-    sed = require_tool("sed", "coreutils")
-    subprocess.run([sed, *shlex.split(m.group(1))[1:], str(copy / "kustomization.yaml")], check=True)
-    built = kustomize_build(copy)
+def test_the_standalone_variant_builds_kube_http_sd_behind_its_service():
+    built = kustomize_build(VARIANTS["standalone"])
     kinds = {(d["kind"], d["metadata"]["name"]) for d in built}
     assert ("Deployment", "kube-http-sd") in kinds and ("Service", "kube-http-sd") in kinds
-    assert ("Deployment", "prometheus") not in kinds, "the swap left the sidecar variant in"
+    assert ("Deployment", "kube-http-sd-prometheus") not in kinds
+    for doc in built:
+        if doc["kind"] not in CLUSTER_SCOPED_KINDS:
+            assert doc["metadata"].get("namespace") == NAMESPACE, f"{doc['kind']}/{doc['metadata']['name']}"
+    image = {c["image"] for d in built if d["kind"] == "Deployment" for c in d["spec"]["template"]["spec"]["containers"]}
+    assert image == {f"{IMAGE}:{pyproject_version()}"}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_variant_names_cannot_collide_with_a_kube_prometheus_stack_in_monitoring(variant):
+    # kube-prometheus-stack names its objects <release>-kube-prometheus-*, <release>-grafana,
+    # prometheus-operated, alertmanager-operated, prometheus-<release>-...; kube-prometheus
+    # prometheus-k8s, alertmanager-main, ... None of those starts with kube-http-sd.
+    for doc in kustomize_build(VARIANTS[variant]):
+        name = doc["metadata"]["name"]
+        assert name == "kube-http-sd" or name.startswith("kube-http-sd-"), f"{variant}: {doc['kind']}/{name}"
 
 
 def test_prometheus_operator_kustomization_builds():
@@ -598,7 +609,7 @@ def test_pods_read_their_configs_from_the_configmap():
         assert configmap_key_at(pod, c, path) == "sd.yaml"
         # In a pod the API comes from in-cluster config, never a file baked into the spec.
         assert "--snapshot" not in args and "--kubeconfig" not in args, "pods must use in-cluster config"
-    prometheus = the_object("Deployment", "prometheus")["spec"]["template"]["spec"]
+    prometheus = the_object("Deployment", "kube-http-sd-prometheus")["spec"]["template"]["spec"]
     container = next(c for c in prometheus["containers"] if c["name"] == "prometheus")
     flag = next(a for a in container["args"] if a.startswith("--config.file="))
     assert configmap_key_at(prometheus, container, flag.split("=", 1)[1]) == "prometheus.yml"
@@ -619,13 +630,13 @@ def test_standalone_service_reaches_the_sd_pods_on_8080():
 
 def test_configmap_sd_yaml_is_config_sd_yaml():
     assert yaml.safe_load(configmap_data()["sd.yaml"]) == yaml.safe_load(SD_CONFIG.read_text()), (
-        "deploy/kubernetes/configmap.yaml's sd.yaml drifted from config/sd.yaml: paste the file in again"
+        "deploy/kubernetes/base/configmap.yaml's sd.yaml drifted from config/sd.yaml: paste the file in again"
     )
 
 
 def test_configmap_prometheus_yml_is_config_prometheus_yml():
     assert yaml.safe_load(configmap_data()["prometheus.yml"]) == yaml.safe_load(PROMETHEUS_CONFIG.read_text()), (
-        "deploy/kubernetes/configmap.yaml's prometheus.yml drifted from config/prometheus.yml: paste it in again"
+        "deploy/kubernetes/base/configmap.yaml's prometheus.yml drifted from config/prometheus.yml: paste it in again"
     )
 
 
@@ -722,7 +733,7 @@ CRD_RELABEL_KEYS = {
 def test_scrapeconfigs_read_every_set_from_the_standalone_service():
     service = the_object("Service", "kube-http-sd")
     (port,) = service["spec"]["ports"]
-    expected_host = f"{service['metadata']['name']}.{kustomization(KUBE_DIR)['namespace']}.svc"
+    expected_host = f"{service['metadata']['name']}.{kustomization(BASE_DIR)['namespace']}.svc"
     sets = target_sets()
     seen = set()
     for sc in scrape_configs():

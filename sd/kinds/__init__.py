@@ -1,7 +1,7 @@
 """The object kinds we watch, one module each, and the registry everything else consults.
 
 A new kind is a module with a ``Kind`` subclass and one line in ``KINDS`` (plus its
-RBAC rule in deploy/kubernetes/clusterrole.yaml).
+RBAC rule in deploy/kubernetes/base/clusterrole.yaml).
 """
 
 from __future__ import annotations
