@@ -658,12 +658,37 @@ def test_prometheus_configs_scrape_every_target_set_from_localhost_8080():
         assert seen == sets, f"{where}: sets without a scrape job: {sorted(sets - seen)}"
 
 
-def test_kubelet_job_scrapes_https_with_the_service_account_token_and_ca():
+def test_kubelet_jobs_scrape_https_with_the_service_account_token_and_ca():
     for where, config in prometheus_configs().items():
-        job = http_sd_jobs(config)["kubelet"]
-        assert job["scheme"] == "https", where
-        assert job["tls_config"]["ca_file"] == f"{SERVICE_ACCOUNT_DIR}/ca.crt", where
-        assert job["authorization"]["credentials_file"] == f"{SERVICE_ACCOUNT_DIR}/token", where
+        for name in KUBELET_PATHS:
+            job = http_sd_jobs(config)[name]
+            assert job["scheme"] == "https", (where, name)
+            assert job["tls_config"]["ca_file"] == f"{SERVICE_ACCOUNT_DIR}/ca.crt", (where, name)
+            assert job["authorization"]["credentials_file"] == f"{SERVICE_ACCOUNT_DIR}/token", (where, name)
+
+
+# kube-prometheus-stack's kubelet ServiceMonitor (charts/kube-prometheus-stack/templates/
+# exporters/kubelet/servicemonitor.yaml) has one endpoint per path, all honorLabels: true,
+# job from its jobLabel (k8s-app: kubelet), and by default (values.yaml: relabelings,
+# cAdvisorRelabelings, probesRelabelings) the relabeling
+#   - action: replace
+#     sourceLabels: [__metrics_path__]
+#     targetLabel: metrics_path
+KUBELET_PATHS = {"kubelet": "/metrics", "kubelet-cadvisor": "/metrics/cadvisor", "kubelet-probes": "/metrics/probes"}
+STACK_METRICS_PATH_RELABELING = {"action": "replace", "source_labels": ["__metrics_path__"], "target_label": "metrics_path"}
+
+
+def test_kubelet_jobs_are_the_three_paths_of_kube_prometheus_stacks_servicemonitor_with_its_labels():
+    for where, config in prometheus_configs().items():
+        jobs = http_sd_jobs(config)
+        for name, path in KUBELET_PATHS.items():
+            job = jobs[name]
+            assert job.get("metrics_path", "/metrics") == path, (where, name)
+            assert job["honor_labels"] is True, (where, name)
+            assert [sd["url"] for sd in job["http_sd_configs"]] == ["http://localhost:8080/targets/kubelet"]
+            rules = job["relabel_configs"]
+            assert STACK_METRICS_PATH_RELABELING in rules, (where, name)
+            assert rules[-1] == {"target_label": "job", "replacement": "kubelet"}, (where, name)
 
 
 def test_relabelings_give_node_pod_namespace_and_ip_family_labels():
@@ -747,24 +772,70 @@ def test_scrapeconfigs_read_every_set_from_the_standalone_service():
     assert seen == sets, f"sets without a ScrapeConfig: {sorted(sets - seen)}"
 
 
-def test_kubelet_scrapeconfig_uses_https_with_a_token_secret_defined_alongside():
-    (kubelet,) = [sc for sc in scrape_configs() if sc["spec"].get("jobName") == "kubelet"]
-    spec = kubelet["spec"]
-    assert spec["scheme"] == "HTTPS"  # the CRD's enum is upper-case
-    assert spec["tlsConfig"]["ca"]["configMap"] == {"name": "kube-root-ca.crt", "key": "ca.crt"}
-    ref = spec["authorization"]["credentials"]
-    secret = the_object("Secret", ref["name"])
-    assert secret["type"] == "kubernetes.io/service-account-token"
-    assert ref["key"] == "token"  # the key the token controller writes
-    assert secret["metadata"]["annotations"]["kubernetes.io/service-account.name"]
+def test_kubelet_scrapeconfigs_use_https_with_a_token_secret_defined_alongside():
+    kubelets = [sc for sc in scrape_configs() if sc["spec"].get("jobName") == "kubelet"]
+    assert len(kubelets) == len(KUBELET_PATHS)
+    for kubelet in kubelets:
+        spec = kubelet["spec"]
+        assert spec["scheme"] == "HTTPS"  # the CRD's enum is upper-case
+        assert spec["tlsConfig"]["ca"]["configMap"] == {"name": "kube-root-ca.crt", "key": "ca.crt"}
+        ref = spec["authorization"]["credentials"]
+        secret = the_object("Secret", ref["name"])
+        assert secret["type"] == "kubernetes.io/service-account-token"
+        assert ref["key"] == "token"  # the key the token controller writes
+        assert secret["metadata"]["annotations"]["kubernetes.io/service-account.name"]
 
 
-def test_scrapeconfig_relabelings_are_those_of_prometheus_yml_in_crd_spelling():
+def test_scrapeconfigs_are_the_jobs_of_prometheus_yml_in_crd_spelling():
+    """ScrapeConfig kube-http-sd-<job> is prometheus.yml's job <job>: its relabelings, path
+    and honor_labels (jobName is the job label, which for the kubelets is kubelet)."""
     jobs = http_sd_jobs(yaml.safe_load(PROMETHEUS_CONFIG.read_text()))
+    names = {sc["metadata"]["name"].removeprefix("kube-http-sd-") for sc in scrape_configs()}
+    assert names == set(jobs)
     for sc in scrape_configs():
-        job = sc["spec"]["jobName"]
-        expected = [{CRD_RELABEL_KEYS[k]: v for k, v in r.items()} for r in jobs[job]["relabel_configs"]]
-        assert sc["spec"]["relabelings"] == expected, f"ScrapeConfig {sc['metadata']['name']} vs job {job}"
+        job = jobs[sc["metadata"]["name"].removeprefix("kube-http-sd-")]
+        spec = sc["spec"]
+        expected = [{CRD_RELABEL_KEYS[k]: v for k, v in r.items()} for r in job["relabel_configs"]]
+        assert spec["relabelings"] == expected, sc["metadata"]["name"]
+        assert spec.get("metricsPath", "/metrics") == job.get("metrics_path", "/metrics"), sc["metadata"]["name"]
+        assert spec.get("honorLabels", False) == job.get("honor_labels", False), sc["metadata"]["name"]
+        assert spec["jobName"] == ("kubelet" if job["job_name"] in KUBELET_PATHS else job["job_name"])
+
+
+def test_promtool_accepts_the_scrapeconfigs_as_the_operator_writes_them(tmp_path):
+    """Each ScrapeConfig turned into the scrape config the operator generates from it (job
+    scrapeconfig/<namespace>/<name>, jobName as a job relabeling, secrets as files), then
+    checked by promtool."""
+    promtool = require_tool("promtool", "apt-get install prometheus")
+    (tmp_path / "token").write_text("stand-in-token\n")
+    (tmp_path / "ca.crt").write_text("")
+    jobs = []
+    for sc in kustomize_build(OPERATOR_DIR):
+        if sc["kind"] != "ScrapeConfig":
+            continue
+        spec = sc["spec"]
+        job = {
+            "job_name": f"scrapeconfig/{sc['metadata']['namespace']}/{sc['metadata']['name']}",
+            "http_sd_configs": [{"url": d["url"], "refresh_interval": d["refreshInterval"]} for d in spec["httpSDConfigs"]],
+            "relabel_configs": [{"target_label": "job", "replacement": spec["jobName"]}]
+            + [{snake: r[camel] for snake, camel in CRD_RELABEL_KEYS.items() if camel in r} for r in spec["relabelings"]],
+        }
+        if "metricsPath" in spec:
+            job["metrics_path"] = spec["metricsPath"]
+        if "honorLabels" in spec:
+            job["honor_labels"] = spec["honorLabels"]
+        if "scheme" in spec:
+            job["scheme"] = spec["scheme"].lower()
+        if "tlsConfig" in spec:
+            job["tls_config"] = {"ca_file": str(tmp_path / "ca.crt")}
+        if "authorization" in spec:
+            job["authorization"] = {"type": spec["authorization"]["type"], "credentials_file": str(tmp_path / "token")}
+        jobs.append(job)
+    assert len(jobs) == len(scrape_configs())
+    generated = tmp_path / "prometheus.yml"
+    generated.write_text(yaml.safe_dump({"scrape_configs": jobs}))
+    result = subprocess.run([promtool, "check", "config", str(generated)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 # ------------------------------------------------------------------------ Dockerfile

@@ -24,10 +24,12 @@ from typing import Any
 
 import httpx
 import pytest
+import trustme
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from sdtest.factories import make_node, make_pod, with_ready
-from sdtest.helpers import FAST, Server, eventually, free_port
+from sdtest.helpers import FAST, ROOT, Server, eventually, free_port
 from sdtest.kubeapi import FakeKubeAPI
 from sdtest.promtest import DualStackMetrics, Prometheus, prometheus_binary
 
@@ -381,3 +383,39 @@ def test_prometheus_shards_reading_shard_urls_discover_what_hashmod_keeps(tmp_pa
                     assert pools[f"{set_name}-shard-{i}"] == pools[f"{set_name}-full-{i}"], (set_name, i)
                     assert pools[f"{set_name}-shard-{i}"], "each shard has targets at this size"
             assert any(t.startswith("[2001:db8::") for i in range(shards) for t in pools[f"fluentd-shard-{i}"])
+
+
+def test_the_shipped_kubelet_jobs_label_targets_as_kube_prometheus_stack_does(tmp_path):
+    """config/prometheus.yml's three kubelet jobs, run by a real Prometheus against the
+    example snapshot: every target has job="kubelet" and the metrics_path of its path,
+    the labels kube-prometheus' rules and dashboards select on. Every scrape goes to the
+    loopback discard port: the example's documentation addresses are never contacted."""
+    shipped = yaml.safe_load((ROOT / "config" / "prometheus.yml").read_text())
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.crt"))
+    (tmp_path / "token").write_text("stand-in-token\n")
+    paths = {"kubelet": "/metrics", "kubelet-cadvisor": "/metrics/cadvisor", "kubelet-probes": "/metrics/probes"}
+    with Server("--snapshot", str(ROOT / "examples" / "cluster.json")) as server:
+        server.wait_healthy()
+        jobs = []
+        for job in shipped["scrape_configs"]:
+            if job["job_name"] not in paths:
+                continue
+            job = copy.deepcopy(job)  # the shipped file shares parts through YAML aliases
+            job["http_sd_configs"] = [{"url": f"{server.base}/targets/kubelet", "refresh_interval": "1s"}]
+            job["tls_config"]["ca_file"] = str(tmp_path / "ca.crt")
+            job["authorization"]["credentials_file"] = str(tmp_path / "token")
+            job["relabel_configs"].append({"target_label": "__address__", "replacement": "127.0.0.1:9"})
+            jobs.append(job)
+        assert [j["job_name"] for j in jobs] == list(paths)
+        config = {"global": {"scrape_interval": "1m", "scrape_timeout": "1s"}, "scrape_configs": jobs}
+        with Prometheus(config, tmp_path / "prometheus") as prom:
+            prom.wait_ready()
+            targets = prom.eventually(lambda: len(prom.active_targets()) == 3 * 4 and prom.active_targets(),
+                                      "four nodes in each of the three jobs", extra=server.log)
+    seen = {}
+    for target in targets:
+        labels = target["labels"]
+        seen.setdefault(target["scrapePool"], set()).add((labels["job"], labels["metrics_path"], labels["node"], labels["instance"]))
+    nodes = ("v6-only-1", "worker-1", "worker-2", "worker-3")
+    assert seen == {pool: {("kubelet", path, n, n) for n in nodes} for pool, path in paths.items()}
