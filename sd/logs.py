@@ -30,7 +30,7 @@ _RENAMED = {"uvicorn.error": "sd.http", "uvicorn": "sd.http"}
 # (list pages of megabytes) at DEBUG, and uvicorn's own access log is replaced by ACCESS.
 _QUIET = ("httpx", "httpcore", "kubernetes_asyncio", "aiohttp", "uvicorn.access")
 
-_SPEC = r"%[#0\- +]*\d*(?:\.\d+)?[sdifr]"
+_SPEC = r"%[#0\- +]*\d*(?:\.\d+)?[diouxXeEfFgGcrsa]"
 _TOKEN = re.compile(rf"(?P<field>\s*\b(?P<key>[A-Za-z_][\w.]*)=(?P<spec>{_SPEC})(?P<unit>[a-z]*))|(?P<conv>{_SPEC})|%%")
 _RESERVED = ("ts", "level", "logger", "msg")
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import http.server
 import json
+import logging
 import socket
 import threading
 
 import pytest
 from logfmtkv import parse
 
+from sd.logs import JsonFormatter, LogfmtFormatter
 from sdtest.factories import make_pod
 from sdtest.helpers import ROOT, Server, eventually
 
@@ -135,3 +137,28 @@ def test_probes_log_changes_of_state_and_a_summary_per_round_never_each_probe(tm
     probe_lines = [e for e in lines if e["logger"] in ("sd.probe", "httpx", "httpcore")]
     assert {e["msg"] for e in probe_lines} == {"probe round", "probe changed"}
     assert not any("HTTP Request" in e["msg"] for e in lines)
+
+
+def record(template: str, *args: object) -> logging.LogRecord:
+    return logging.LogRecord("sd.http", logging.WARNING, __file__, 1, template, args, None)
+
+
+@pytest.mark.parametrize(
+    ("template", "args", "msg", "fields"),
+    [
+        # Every printf conversion can be a field, with a unit after it.
+        ("closing a connection path=%s sent=%d timeout=%gs", ("/targets/x", 5, 30.0), "closing a connection",
+         {"path": "/targets/x", "sent": "5", "timeout": "30s"}),
+        ("source error source=%r retry_in=%.1fs detail=%r", ("pods a=b", 0.8, 'said "no"\n'), "source error",
+         {"source": "pods a=b", "retry_in": "0.8s", "detail": 'said "no"\n'}),
+        # A conversion without key= stays in the event text; %% is a percent sign.
+        ("config reload: %s settings changed, 100%% sure", ("server",), "config reload: server settings changed, 100% sure", {}),
+        ("loaded targets=%s sets=%s", ({"kubelet": 4}, ["a", "b"]), "loaded", {"targets": "kubelet:4", "sets": "a,b"}),
+    ],
+)
+def test_templates_become_an_event_and_fields(template, args, msg, fields):
+    line = parse(LogfmtFormatter().format(record(template, *args)), strict=True)
+    assert line["msg"] == msg
+    assert {k: v for k, v in line.items() if k not in ("ts", "level", "logger", "msg")} == fields
+    entry = json.loads(JsonFormatter().format(record(template, *args)))
+    assert entry["msg"] == msg and set(entry) - {"ts", "level", "logger", "msg"} == set(fields)
