@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ipaddress
 import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
@@ -45,6 +46,13 @@ def hashmod(value: str, modulus: int) -> int:
     """Prometheus' relabel action ``hashmod``: md5 of the value, its last 8 bytes as a
     big-endian unsigned integer, modulo ``modulus`` (model/relabel/relabel.go)."""
     return int.from_bytes(hashlib.md5(value.encode()).digest()[8:], "big") % modulus
+
+
+def address_order(ip: str) -> tuple[int, int]:
+    """Sort key of a canonical IP by its value: IPv4 before IPv6, then numerically
+    (as strings, ``2001:db8::21:3`` would come before ``2001:db8::2:7``)."""
+    address = ipaddress.ip_address(ip)
+    return address.version, int(address)
 
 
 def select_ips(ips: tuple[str, ...], family: IPFamilyPolicy) -> tuple[str, ...]:
@@ -339,7 +347,7 @@ class TargetSet:
         For people, not Prometheus."""
         index = self.index
         ips = []
-        for ip in sorted(index.winners):
+        for ip in sorted(index.winners, key=address_order):
             winner, *losers = index.candidates(ip)
             ips.append(
                 {

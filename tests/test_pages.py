@@ -1,0 +1,41 @@
+"""The pages for people over real sockets, without a browser: content negotiation at /,
+the explain view's order, formats and tables, the HTML pages' headers, and which flag
+hides which page. What the pages look like in a browser: tests/test_browser.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from sdtest.browser import status_cluster, write_snapshot
+from sdtest.helpers import Server
+
+# Today's plain-text index of status_cluster(), as curl has always seen it.
+PLAIN_INDEX = (
+    b"kube-http-sd: Prometheus http_sd target sets\n\n"
+    b"SET      SOURCE  STATUS  TARGETS  IPV4  IPV6  URL\n"
+    b"fluentd  pods    ready   4        2     2     /targets/fluentd\n"
+    b"kubelet  nodes   ready   3        2     1     /targets/kubelet\n\n"
+    b"also: /readyz /healthz /metrics /debug/sets/<set>\n"
+)
+
+
+@pytest.fixture(scope="module")
+def snapshot(tmp_path_factory):
+    return write_snapshot(tmp_path_factory.mktemp("pages") / "cluster.json", status_cluster())
+
+
+@pytest.fixture(scope="module")
+def server(snapshot):
+    with Server("--snapshot", snapshot) as srv:
+        yield srv.wait_healthy()
+
+
+# -- the explain view ------------------------------------------------------------------
+
+
+def test_explain_view_sorts_ips_by_address_value_not_as_strings(server):
+    ips = [e["ip"] for e in server.get("/debug/sets/fluentd").json()["ips"]]
+    assert ips == ["198.51.100.9", "198.51.100.10", "2001:db8:244::2:7", "2001:db8:244::21:3"]
+    text = server.get("/debug/sets/fluentd?format=text").text
+    rows = [line.split()[0] for line in text.splitlines() if line.startswith(("198.", "2001:"))]
+    assert rows == ips
