@@ -39,3 +39,14 @@ def test_explain_view_sorts_ips_by_address_value_not_as_strings(server):
     text = server.get("/debug/sets/fluentd?format=text").text
     rows = [line.split()[0] for line in text.splitlines() if line.startswith(("198.", "2001:"))]
     assert rows == ips
+
+
+@pytest.mark.parametrize("fmt", ["yaml", "TEXT", ""])
+def test_an_unknown_explain_format_is_a_json_400_naming_the_formats(server, fmt):
+    resp = server.get(f"/debug/sets/kubelet?format={fmt}")
+    assert resp.status_code == 400 and resp.headers["content-type"] == "application/json"
+    assert resp.json() == {"error": f"unknown format {fmt!r}; formats: json, text", "status": 400}
+
+
+def test_explain_view_format_json_is_the_default(server):
+    assert server.get("/debug/sets/kubelet?format=json").json() == server.get("/debug/sets/kubelet").json()

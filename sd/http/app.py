@@ -36,6 +36,7 @@ def _report_stop(task: asyncio.Task[None]) -> None:
 
 
 MAX_SHARDS = 1024
+EXPLAIN_FORMATS = ("json", "text")
 
 
 def _shard_params(request: Request) -> tuple[int, int] | None | Response:
@@ -117,8 +118,11 @@ def create_app(
         ts = lookup(request)
         if isinstance(ts, Response):
             return ts
+        fmt = request.query_params.get("format", "json")
+        if fmt not in EXPLAIN_FORMATS:
+            return error(400, f"unknown format {fmt!r}; formats: {', '.join(EXPLAIN_FORMATS)}")
         view = ts.explain()
-        if request.query_params.get("format") == "text":
+        if fmt == "text":
             return PlainTextResponse(explain_text(view))
         return JSONResponse(view)
 
