@@ -50,3 +50,11 @@ def test_an_unknown_explain_format_is_a_json_400_naming_the_formats(server, fmt)
 
 def test_explain_view_format_json_is_the_default(server):
     assert server.get("/debug/sets/kubelet?format=json").json() == server.get("/debug/sets/kubelet").json()
+
+
+def test_explain_text_omits_empty_tables(server):
+    fluentd = server.get("/debug/sets/fluentd?format=text").text
+    assert "skipped bad data" not in fluentd and "OBJECT  REASON  DETAIL" not in fluentd
+    assert "not candidates: 1" in fluentd  # a table with rows stays
+    kubelet = server.get("/debug/sets/kubelet?format=text").text
+    assert "skipped bad data: 1" in kubelet and "node/node-bad  invalid_ip" in kubelet
