@@ -344,7 +344,8 @@ class TargetSet:
     # -- read-only views --------------------------------------------------------------
 
     def explain(self) -> dict[str, Any]:
-        """Every served IP with its winner and why the others lost; the indexed objects
+        """Every served IP (in address order) with its target, family, winner (its node,
+        instance and Kubernetes labels) and why the others lost; the indexed objects
         that are not candidates and why; bad data skipped by its sources; probe results.
         For people, not Prometheus."""
         index = self.index
@@ -355,7 +356,11 @@ class TargetSet:
                 {
                     "ip": ip,
                     "target": self._fragments[ip].target,
+                    "family": str(ip_family(ip)),
                     "winner": winner.key,
+                    "node": self.kind.node_of(winner),
+                    "instance": self.kind.instance(winner) if self._instance else None,
+                    "labels": dict(winner.labels),
                     "losers": [{"object": c.key, "why": why_lost(c, winner)} for c in losers],
                 }
             )
