@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from sdtest.browser import status_cluster, write_snapshot
-from sdtest.helpers import Server
+from sdtest.factories import make_node
+from sdtest.helpers import FAST, Server, eventually
 
 # Today's plain-text index of status_cluster(), as curl has always seen it.
 PLAIN_INDEX = (
@@ -58,3 +59,26 @@ def test_explain_text_omits_empty_tables(server):
     assert "not candidates: 1" in fluentd  # a table with rows stays
     kubelet = server.get("/debug/sets/kubelet?format=text").text
     assert "skipped bad data: 1" in kubelet and "node/node-bad  invalid_ip" in kubelet
+
+
+# -- /readyz ---------------------------------------------------------------------------
+
+
+def test_readyz_shows_a_relist_in_progress_after_the_first_sync(api, tmp_path):
+    api.add_many([make_node(f"n{i}", [f"192.0.2.{i}"]) for i in range(1, 6)])
+    config = tmp_path / "sd.yaml"
+    config.write_text(FAST)
+    with Server("--kubeconfig", api.write_kubeconfig(tmp_path / "kubeconfig"), "--config", str(config)) as srv:
+        srv.wait_healthy()
+        eventually(lambda: srv.get("/readyz").status_code == 200, what="first sync")
+        api.hold_initial_events_end = True
+        api.stop()
+        api.add(make_node("n6", ["192.0.2.6"]))
+        api.compact()  # the watch's version is gone: the source relists, by stream, held open
+        api.start()
+        ready = eventually(lambda: (r := srv.get("/readyz")) and "listing (6 objects" in r.text and r, timeout=15,
+                           what="the relist in /readyz")
+        assert ready.status_code == 200, "the last state is served meanwhile"
+        assert ready.text.startswith("ready\nnodes: ready, listing (6 objects in ")
+        api.release_initial_events_end()
+        eventually(lambda: srv.get("/readyz").text == "ready\n", timeout=15, what="the relist done")

@@ -38,12 +38,12 @@ def source_line(status: SourceStatus, now: float | None = None) -> str:
 
 
 def readyz_text(sets: Iterable[TargetSet]) -> tuple[bool, str]:
-    """(ready, body): ready once every set synced; the body names what is waiting or
-    stale and why, so a failing readiness probe explains itself."""
+    """(ready, body): ready once every set synced; the body names what is waiting,
+    listing or stale and why, so a failing readiness probe explains itself."""
     sets = sorted(sets, key=lambda s: s.name)
     waiting = [ts.name for ts in sets if not ts.synced]
     sources = {s.name: s for ts in sets for s in ts.sources}
-    troubled = [source_line(s) for _, s in sorted(sources.items()) if s.state != "ready"]
+    troubled = [source_line(s) for _, s in sorted(sources.items()) if s.state != "ready" or s.listing]
     head = f"waiting for first sync: {', '.join(waiting)}" if waiting else "ready"
     return not waiting, "\n".join([head, *troubled]) + "\n"
 
