@@ -4,9 +4,14 @@ hides which page. What the pages look like in a browser: tests/test_browser.py."
 
 from __future__ import annotations
 
+import re
+
+import httpx
 import pytest
 
-from sdtest.browser import status_cluster, write_snapshot
+from sd.http.negotiation import prefers_html
+from sd.http.status_page import CSP
+from sdtest.browser import BROWSER_ACCEPT, HOSTILE, status_cluster, write_snapshot
 from sdtest.factories import make_node
 from sdtest.helpers import FAST, Server, eventually
 
@@ -29,6 +34,106 @@ def snapshot(tmp_path_factory):
 def server(snapshot):
     with Server("--snapshot", snapshot) as srv:
         yield srv.wait_healthy()
+
+
+# -- content negotiation at / ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("accept", "html"),
+    [
+        (None, False),
+        ("*/*", False),  # curl
+        ("text/plain", False),
+        ("application/json", False),
+        ("text/*", False),
+        ("text/html;q=0.5, text/plain", False),
+        ("text/html;q=0", False),
+        ("text/html, text/plain", False),  # a tie keeps the plain text
+        (BROWSER_ACCEPT, True),
+        ("text/html", True),
+        ("text/html, text/plain;q=0.9", True),
+        ("TEXT/HTML; q=1.0, */*; q=0.1", True),
+    ],
+)
+def test_accept_prefers_html_only_when_text_html_beats_text_plain(accept, html):
+    assert prefers_html(accept) is html
+
+
+@pytest.mark.parametrize("accept", [None, "*/*", "text/plain", "application/json", "text/html;q=0.5, text/plain"])
+def test_curl_and_scripts_get_todays_plain_text_index_byte_for_byte(server, accept):
+    with httpx.Client(base_url=server.base, timeout=5) as client:
+        del client.headers["accept"]
+        resp = client.get("/", headers={"Accept": accept} if accept else {})
+    assert resp.status_code == 200 and resp.headers["content-type"] == "text/plain; charset=utf-8"
+    assert resp.content == PLAIN_INDEX
+    assert resp.headers["vary"] == "Accept"
+
+
+def test_a_browser_gets_the_overview_page_under_a_strict_policy(server):
+    resp = server.get("/", headers={"Accept": BROWSER_ACCEPT})
+    assert resp.status_code == 200 and resp.headers["content-type"] == "text/html; charset=utf-8"
+    assert resp.headers["content-security-policy"] == CSP
+    assert "default-src 'none'" in CSP and "frame-ancestors 'none'" in CSP
+    assert resp.headers["x-content-type-options"] == "nosniff" and resp.headers["vary"] == "Accept"
+    page = resp.text
+    assert '<a href="/sets/kubelet">kubelet</a>' in page and '<a href="/targets/kubelet">' in page
+    # Self-contained: every link and asset is ours, nothing inline for the policy to refuse.
+    assert all(url.startswith("/") for url in re.findall(r'(?:src|href)="([^"]*)"', page))
+    assert re.findall(r"<script[^>]*>", page) == ['<script src="/static/status.js" defer>']
+    assert " style=" not in page and "<style" not in page
+    assert not re.search(r"<[^>]+\son\w+=", page), "an inline event handler"
+
+
+def test_object_controlled_strings_are_escaped_in_the_html(server):
+    page = server.get("/sets/fluentd").text
+    assert "team=&lt;img src=x onerror=alert(1)&gt;" in page
+    assert HOSTILE not in page
+
+
+def test_a_page_is_304_while_nothing_changed(server):
+    first = server.get("/sets/kubelet")
+    etag = first.headers["etag"]
+    assert f'data-version={etag}' in first.text
+    again = server.get("/sets/kubelet", headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b""
+    assert again.headers["content-security-policy"] == CSP
+
+
+@pytest.mark.parametrize(
+    ("name", "media_type"),
+    [("status.js", "text/javascript"), ("status.css", "text/css"), ("icon.svg", "image/svg+xml")],
+)
+def test_the_pages_script_and_style_are_served_from_the_package(server, name, media_type):
+    resp = server.get(f"/static/{name}")
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith(media_type)
+    assert resp.headers["x-content-type-options"] == "nosniff" and resp.content
+    missing = server.get("/static/nope.js")
+    assert missing.status_code == 404 and missing.json()["status"] == 404
+
+
+def test_server_debug_false_hides_the_set_pages_and_the_explain_view(snapshot, tmp_path):
+    config = tmp_path / "sd.yaml"
+    config.write_text("server:\n  debug: false\n")
+    with Server("--snapshot", snapshot, "--config", str(config)) as srv:
+        srv.wait_healthy()
+        assert srv.get("/sets/kubelet").status_code == 404
+        assert srv.get("/debug/sets/kubelet").status_code == 404
+        overview = srv.get("/", headers={"Accept": BROWSER_ACCEPT}).text
+        assert "/sets/" not in overview and '<a href="/targets/kubelet">' in overview
+        assert srv.get("/static/status.js").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/sets/kubelet", "/static/status.js", "/"])
+def test_the_pages_need_credentials_like_every_route_but_healthz(snapshot, tmp_path, path):
+    (tmp_path / "token").write_text("s3cret\n")
+    config = tmp_path / "sd.yaml"
+    config.write_text(f"server:\n  bearer_token_file: {tmp_path / 'token'}\n")
+    with Server("--snapshot", snapshot, "--config", str(config)) as srv:
+        srv.wait_healthy()
+        browser = {"Accept": BROWSER_ACCEPT}
+        assert srv.get(path, headers=browser).status_code == 401
+        assert srv.get(path, headers={**browser, "Authorization": "Bearer s3cret"}).status_code == 200
 
 
 # -- the explain view ------------------------------------------------------------------
