@@ -183,7 +183,7 @@ def set_main(ts: TargetSet) -> str:
     fam = stats.targets
     total = fam[IPFamily.IPV4] + fam[IPFamily.IPV6]
     summary = (
-        f"{_n(total, 'target')} ({fam[IPFamily.IPV4]} IPv4, {fam[IPFamily.IPV6]} IPv6) from {_n(stats.objects, 'object')} · "
+        f"{_n(total, 'target')} ({fam[IPFamily.IPV4]:,} IPv4, {fam[IPFamily.IPV6]:,} IPv6) from {_n(stats.objects, 'object')} · "
         f"{_n(stats.conflicts, 'contested IP')} · {_n(len(view['excluded']), 'object')} not candidates · "
         f"{_n(len(view['skipped']), 'object')} with bad data skipped"
     )
