@@ -78,17 +78,24 @@ class Browser:
         page.on("pageerror", lambda exc: self.errors.append(str(exc)))
         return page
 
+    def forget(self) -> None:
+        """Close every page and forget what they did (between tests)."""
+        for page in self.context.pages:
+            page.close()
+        for seen in (self.requests, self.foreign, self.dialogs, self.errors):
+            seen.clear()
+
     def close(self) -> None:
         self.context.close()
         self._playwright.stop()
         shutil.rmtree(self._profile, ignore_errors=True)
 
 
-def screenshot(page: Page, name: str) -> Path:
-    """Save a full-page screenshot under ARTIFACTS and return its path."""
+def screenshot(page: Page, name: str, full_page: bool = True) -> Path:
+    """Save a screenshot (of the whole page, or of what the window shows) under ARTIFACTS."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    page.screenshot(path=str(path), full_page=full_page)
     return path
 
 
