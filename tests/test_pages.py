@@ -169,7 +169,7 @@ def test_explain_text_omits_empty_tables(server):
 # -- /readyz ---------------------------------------------------------------------------
 
 
-def test_readyz_shows_a_relist_in_progress_after_the_first_sync(api, tmp_path):
+def test_readyz_and_the_explain_text_show_a_relist_in_progress_after_the_first_sync(api, tmp_path):
     api.add_many([make_node(f"n{i}", [f"192.0.2.{i}"]) for i in range(1, 6)])
     config = tmp_path / "sd.yaml"
     config.write_text(FAST)
@@ -185,5 +185,6 @@ def test_readyz_shows_a_relist_in_progress_after_the_first_sync(api, tmp_path):
                            what="the relist in /readyz")
         assert ready.status_code == 200, "the last state is served meanwhile"
         assert ready.text.startswith("ready\nnodes: ready, listing (6 objects in ")
+        assert "nodes: ready, listing (6 objects in " in srv.get("/debug/sets/kubelet?format=text").text
         api.release_initial_events_end()
         eventually(lambda: srv.get("/readyz").text == "ready\n", timeout=15, what="the relist done")

@@ -53,7 +53,11 @@ def explain_text(view: dict) -> str:
     out = [f"set {view['set']} (source {view['source']}, {'synced' if view['synced'] else 'waiting for first sync'})"]
     for source in view["sources"]:
         error = source["last_error"]
-        line = f"  {source['source']}: {source['state']}, {source['relists']} lists, {source['watch_restarts']} watch restarts"
+        parts = [f"  {source['source']}: {source['state']}"]
+        if listing := source["listing"]:
+            parts.append(f"listing ({listing['objects']} objects in {listing['pages']} pages so far)")
+        parts += [f"{source['relists']} lists", f"{source['watch_restarts']} watch restarts"]
+        line = ", ".join(parts)
         if error is not None:
             line += f"; last error {error['reason']}: {error['message']}"
         out.append(line)
