@@ -5,6 +5,9 @@ data, a hostile label value).
 Playwright drives ``/usr/bin/chromium`` (never a browser of its own), started with the
 flags below and a fresh profile per browser. Every request the page makes is recorded;
 one to any other host than the server under test is aborted and kept in ``foreign``.
+Routing runs in this (Python) process, so a page's requests wait while Python sleeps:
+with a page open, wait with Playwright's own waits (``expect``, ``wait_for_*``), never
+``time.sleep`` or ``sdtest.helpers.eventually``.
 """
 
 from __future__ import annotations

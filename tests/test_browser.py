@@ -7,16 +7,18 @@ test-artifacts/ (sdtest/browser.py) to be looked at. Waits poll with a deadline
 
 from __future__ import annotations
 
+import http.server
 import json
 import re
+import threading
 import time
 
 import pytest
 from playwright.sync_api import Page, expect
 
 from sdtest.browser import ARTIFACTS, HOSTILE, browser, screenshot, status_cluster, write_snapshot
-from sdtest.factories import make_node
-from sdtest.helpers import FAST, Server
+from sdtest.factories import make_node, make_pod
+from sdtest.helpers import FAST, Server, metric_sum
 from sdtest.kubeapi import FakeKubeAPI
 from sd.http.status_page import CSP
 
@@ -150,6 +152,44 @@ def test_a_set_page_refreshes_itself_when_the_cluster_changes(chromium, api, tmp
         expect(page.locator("#targets .count")).to_have_text("4 of 4", timeout=15_000)
         assert page.locator("#filter").input_value() == "192.0.2"
         assert chromium.foreign == []
+        # While nothing changes, a poll is a 304: the page is not sent again.
+        page.wait_for_event("response", lambda r: r.url == srv.base + "/sets/kubelet" and r.status == 304, timeout=15_000)
+        assert metric_sum(srv, 'kube_http_sd_http_requests_total{code="304",route="/sets/{name}"') >= 1
+
+
+class _MetricsEndpoint(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "13")
+        self.end_headers()
+        self.wfile.write(b"fluentd_up 1\n")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_the_set_page_shows_probe_results_and_advice(chromium, tmp_path):
+    listener = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _MetricsEndpoint)  # IPv4 only, as Fluentd binds
+    threading.Thread(target=listener.serve_forever, daemon=True).start()
+    try:
+        port = listener.server_address[1]
+        snapshot = write_snapshot(tmp_path / "cluster.json", [make_pod("fluentd-a", ["127.0.0.1", "::1"], port=port)])
+        config = tmp_path / "sd.yaml"
+        config.write_text(
+            "probe: {interval_seconds: 1, timeout_seconds: 1}\n"
+            "targets:\n  fluentd: {source: pods, port_name: monitor, port: 24231, ip_family: reachable}\n"
+        )
+        with Server("--snapshot", snapshot, "--config", str(config)) as srv:
+            srv.wait_healthy()
+            page = open_page(chromium, srv, "/sets/fluentd")
+            expect(page.locator("table.probes tbody tr")).to_have_count(2, timeout=15_000)
+            rows = {row[1]: row for row in cells(page, "table.probes")}
+            assert rows["127.0.0.1"][:3] == ["logging/fluentd-a", "127.0.0.1", "ok"]
+            assert rows["::1"][2] == "failed" and "IPv6 refused" in rows["::1"][4]
+            screenshot(page, "set-probes")
+    finally:
+        listener.shutdown()
+        listener.server_close()
 
 
 def test_a_held_first_list_shows_the_objects_received_so_far_then_ready(chromium, api, tmp_path):
