@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 missing=()
 { command -v prometheus && command -v promtool; } >/dev/null || missing+=(prometheus)
 command -v kubectl >/dev/null || missing+=(kubernetes-client)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo=sudo
