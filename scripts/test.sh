@@ -2,6 +2,7 @@
 # Install everything the test suite needs, then run all of it:
 #   - Debian's prometheus (prometheus + promtool, for the end-to-end tests) and kubectl
 #     (for `kubectl kustomize` on deploy/) when missing; uses sudo when not root;
+#   - podman and debootstrap (tests/test_container.py builds and runs the image) when missing;
 #   - the package and its test extra into .venv.
 # Extra arguments go to pytest, e.g. ./scripts/test.sh -k conflicts
 set -euo pipefail
@@ -10,6 +11,8 @@ cd "$(dirname "$0")/.."
 missing=()
 { command -v prometheus && command -v promtool; } >/dev/null || missing+=(prometheus)
 command -v kubectl >/dev/null || missing+=(kubernetes-client)
+command -v podman >/dev/null || missing+=(podman)
+command -v debootstrap >/dev/null || missing+=(debootstrap)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo=sudo
