@@ -197,7 +197,7 @@ def test_image_labels_describe_the_package_and_the_base_it_was_built_on(image):
     assert oci["base.name"] == image.base
 
 
-def test_image_environment_puts_the_venv_first_and_never_writes_bytecode(image):
+def test_image_environment_puts_the_venv_first_and_its_healthcheck_asks_healthz(image):
     env = dict(e.split("=", 1) for e in image.config["Config"]["Env"])
     assert env["PATH"].split(":")[0] == "/opt/venv/bin"
     assert env["PYTHONDONTWRITEBYTECODE"] == "1"
