@@ -78,11 +78,14 @@ class Sizes:
     wrk_seconds: int = 10
     fresh_samples: int = 50
     fresh_heartbeat_rate: int = 500
+    large_nodes: int = 20_000     # the `large` scenario (nodes only)
+    paced_events: int = 4_000     # heartbeats written one per send, paced
+    paced_rate: int = 2_000       # ... at this many per second
 
     @classmethod
     def quick(cls) -> "Sizes":
         return cls(nodes=1000, pods=1000, events=5000, flips=2000, model_events=500, warmup_events=500,
-                   wrk_seconds=3, fresh_samples=10)
+                   wrk_seconds=3, fresh_samples=10, large_nodes=4000, paced_events=4000)
 
 
 # --------------------------------------------------------------------------- processes
@@ -175,6 +178,34 @@ class Proc:
             with contextlib.suppress(OSError):
                 self.logfile.close()
                 os.unlink(self.logfile.name)
+
+
+class RssSampler:
+    """The highest VmRSS of a process, sampled every `interval` s while the block runs."""
+
+    def __init__(self, proc: Proc, interval: float = 0.02) -> None:
+        self.proc, self.interval = proc, interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"rss-{proc.name}")
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.peak = max(self.peak, self.proc.mem()["VmRSS"])
+            except OSError:
+                return
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "RssSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        with contextlib.suppress(OSError):
+            self.peak = max(self.peak, self.proc.mem()["VmRSS"])
 
 
 def free_port() -> int:

@@ -2,6 +2,8 @@
 # Install everything the test suite needs, then run all of it:
 #   - Debian's prometheus (prometheus + promtool, for the end-to-end tests) and kubectl
 #     (for `kubectl kustomize` on deploy/) when missing; uses sudo when not root;
+#   - chromium (tests/test_browser.py renders the status pages), podman and debootstrap
+#     (tests/test_container.py builds and runs the image) when missing;
 #   - the package and its test extra into .venv.
 # Extra arguments go to pytest, e.g. ./scripts/test.sh -k conflicts
 set -euo pipefail
@@ -10,12 +12,17 @@ cd "$(dirname "$0")/.."
 missing=()
 { command -v prometheus && command -v promtool; } >/dev/null || missing+=(prometheus)
 command -v kubectl >/dev/null || missing+=(kubernetes-client)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v podman >/dev/null || missing+=(podman)
+command -v debootstrap >/dev/null || missing+=(debootstrap)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo=sudo
   echo "installing Debian packages: ${missing[*]}"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # With recommended packages, as a developer's `apt-get install` gets them: chromium's
+  # fonts (screenshots), podman's storage and user-namespace helpers.
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv

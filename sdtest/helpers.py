@@ -13,7 +13,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 import httpx
 
@@ -59,12 +59,23 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class Server:
-    """``kube-http-sd serve`` in a subprocess, as users run it."""
+    """``kube-http-sd serve`` in a subprocess, as users run it.
 
-    def __init__(self, *args: str, port: int | None = None, host: str = "127.0.0.1", env: dict[str, str] | None = None) -> None:
+    ``command`` is what precedes ``--listen`` and ``args``: this interpreter's
+    ``python -m sd serve`` unless given (sdtest.container runs the image's instead).
+    """
+
+    def __init__(
+        self,
+        *args: str,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        env: dict[str, str] | None = None,
+        command: Sequence[str] = (sys.executable, "-m", "sd", "serve"),
+    ) -> None:
         self.port = port or free_port("::" if host in ("::", "[::]") else host)
         listen_host = f"[{host.strip('[]')}]" if ":" in host else host
-        self.args = [sys.executable, "-m", "sd", "serve", "--listen", f"{listen_host}:{self.port}", *args]
+        self.args = [*command, "--listen", f"{listen_host}:{self.port}", *args]
         self.base = f"http://127.0.0.1:{self.port}" if host in ("::", "[::]", "127.0.0.1") else f"http://{listen_host}:{self.port}"
         self._log = tempfile.NamedTemporaryFile(prefix="kube-http-sd-", suffix=".log", delete=False)
         full_env = {**os.environ, **(env or {})}

@@ -857,7 +857,7 @@ def test_dockerfile_final_stage_runs_as_non_root_without_build_tools():
     assert user == "65532"
     text = "\n".join(args for kw, args in stage if kw == "RUN")
     assert not re.search(r"\b(gcc|g\+\+|cc|clang|build-essential|make|cmake|python3?-dev)\b", text), text
-    assert not re.search(r"\b(apt-get|apt|apk)\b.*\binstall\b|\bpip\b", text), f"installs in final stage: {text}"
+    assert not re.search(r"\b(apt-get|apt|apk|pip3?)\b.*\binstall\b", text), f"installs in final stage: {text}"
     assert ["EXPOSE", str(APP_PORT)] in [[kw, args] for kw, args in stage]
 
 

@@ -305,3 +305,15 @@ def test_scoped_ipv6_addresses_are_never_targets(value):
 def test_pod_reuses_previous_labels():
     first = parse_pod(make_pod("f1"))
     assert parse_pod(make_pod("f1"), previous=first).labels is first.labels
+
+
+def test_equal_label_pairs_and_conditions_are_one_tuple_shared_by_records_and_the_table_stays_bounded():
+    from sd.kinds import common
+
+    a = parse_node(make_node("n1", ["192.0.2.1"], labels={"zone": "a", "name": "n1"}))
+    b = parse_node(make_node("n2", ["192.0.2.2"], labels={"zone": "a", "name": "n2"}))
+    assert dict(a.labels)["zone"] == "a" and [p for p in a.labels if p[0] == "zone"][0] is [p for p in b.labels if p[0] == "zone"][0]
+    assert a.conditions is b.conditions
+    for i in range(common.SHARED_MAX + 10):
+        parse_node(make_node(f"m{i}", ["192.0.2.3"], labels={"unique": str(i)}))
+    assert len(common._SHARED) <= common.SHARED_MAX

@@ -45,7 +45,11 @@ def test_explain_view_names_winner_losers_and_why(tmp_path):
             {
                 "ip": "10.0.0.7",
                 "target": "10.0.0.7:10250",
+                "family": "ipv4",
                 "winner": "new",
+                "node": None,
+                "instance": "new",
+                "labels": {"kubernetes.io/hostname": "new", "kubernetes.io/os": "linux"},
                 "losers": [{"object": "old", "why": "older: created 2026-02-01T00:00:00Z, new created 2026-06-01T00:00:00Z"}],
             }
         ]

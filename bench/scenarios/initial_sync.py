@@ -15,7 +15,7 @@ def run(ctx: Context) -> None:
                          lambda o, b, r: r is not None and r <= 1 / 3,
                          note="baseline: same pages with kubernetes-asyncio models (_preload_content=True)")
     m_abs = ctx.metric(sc, "sync time", "s", "< 3 s", lambda o, b, r: o < 3.0)
-    m_rss = ctx.metric(sc, "peak RSS after sync (VmHWM)", "MB", "< 150 MB", lambda o, b, r: o < 150,
+    m_rss = ctx.metric(sc, "peak RSS after sync (VmHWM)", "MB", "< 110 MB", lambda o, b, r: o < 110,
                        note="baseline: the floor list process's peak RSS (its VmHWM)")
     env = Env(ctx)
     try:

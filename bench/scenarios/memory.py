@@ -24,11 +24,11 @@ def _measure(env: Env) -> dict[str, float]:
 
 def run(ctx: Context) -> None:
     sz, runs, sc = ctx.sizes, ctx.runs, "memory"
-    m_empty = ctx.metric(sc, "RSS synced, 0 objects", "MB", "-", None)
+    m_empty = ctx.metric(sc, "idle RSS: synced, 0 objects", "MB", "< 55 MB", lambda o, b, r: o < 55)
     m_nodes = ctx.metric(sc, f"RSS synced, {sz.nodes} nodes", "MB", "-", None)
     m_all = ctx.metric(sc, f"RSS synced, {sz.nodes} nodes + {sz.pods} pods", "MB", "-", None)
-    m_hwm = ctx.metric(sc, f"peak RSS (VmHWM), {sz.nodes} nodes + {sz.pods} pods", "MB", "< 150 MB",
-                       lambda o, b, r: o < 150,
+    m_hwm = ctx.metric(sc, f"peak RSS (VmHWM), {sz.nodes} nodes + {sz.pods} pods", "MB", "< 110 MB",
+                       lambda o, b, r: o < 110,
                        note="baseline: the floor list process (kubernetes-asyncio + orjson, keeps nothing) on the same data")
     m_per_node = ctx.metric(sc, "bytes per indexed node", "B", "-", None,
                             note="(RSS 5000 nodes - RSS empty) / nodes, after sync + 1 s; baseline: the node's JSON size")

@@ -9,7 +9,7 @@ import subprocess
 import time
 
 from bench import workload as W
-from bench.harness import MB, WRK, Client, Context, Env, Proc, free_port, log
+from bench.harness import MB, WRK, Client, Context, Env, Proc, RssSampler, free_port, log
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 
@@ -70,6 +70,9 @@ def run(ctx: Context) -> None:
     m_p99 = ctx.metric(sc, "p99 latency", "ms", "<= 1.25x", lambda o, b, r: r is not None and r <= 1.25)
     m_rss = ctx.metric(sc, "peak RSS after wrk (VmHWM)", "MB", "-", None,
                        note="response bytes buffered per connection by the asyncio transport count here")
+    m_clients = ctx.metric(sc, "RSS with 64 clients downloading", "MB", "< 1.3x idle", lambda o, b, r: r is not None and r < 1.3,
+                           note="peak VmRSS sampled every 20 ms during the wrk runs; baseline: the same server's VmRSS "
+                                "just before them (synced, warmed up, no clients)")
     env = Env(ctx)
     procs: list[Proc] = []
     try:
@@ -98,8 +101,11 @@ def run(ctx: Context) -> None:
                 order.reverse()
             res = {}
             for who, p in order:
-                with ctx.profiled(proc.pid, f"serving-run{run}", run == 0 and who == "ours"):
+                idle = proc.mem()["VmRSS"]
+                with ctx.profiled(proc.pid, f"serving-run{run}", run == 0 and who == "ours"), RssSampler(proc) as rss:
                     res[who] = run_wrk(p, sz.wrk_seconds)
+                if who == "ours":
+                    m_clients.add(rss.peak / MB, idle / MB)
                 r = res[who]
                 log(f"{sc} run {run + 1}/{runs} {who}: {r['rps']:.1f} req/s, p50 {r['p50']:.1f} ms, "
                     f"p99 {r['p99']:.1f} ms, errors {r['errors']:.0f}, non-2xx {r['non2xx']:.0f}")

@@ -38,43 +38,49 @@ def source_line(status: SourceStatus, now: float | None = None) -> str:
 
 
 def readyz_text(sets: Iterable[TargetSet]) -> tuple[bool, str]:
-    """(ready, body): ready once every set synced; the body names what is waiting or
-    stale and why, so a failing readiness probe explains itself."""
+    """(ready, body): ready once every set synced; the body names what is waiting,
+    listing or stale and why, so a failing readiness probe explains itself."""
     sets = sorted(sets, key=lambda s: s.name)
     waiting = [ts.name for ts in sets if not ts.synced]
     sources = {s.name: s for ts in sets for s in ts.sources}
-    troubled = [source_line(s) for _, s in sorted(sources.items()) if s.state != "ready"]
+    troubled = [source_line(s) for _, s in sorted(sources.items()) if s.state != "ready" or s.listing]
     head = f"waiting for first sync: {', '.join(waiting)}" if waiting else "ready"
     return not waiting, "\n".join([head, *troubled]) + "\n"
 
 
 def explain_text(view: dict) -> str:
-    """The explain view as tables."""
+    """The explain view as tables; a table with no rows is left out."""
     out = [f"set {view['set']} (source {view['source']}, {'synced' if view['synced'] else 'waiting for first sync'})"]
     for source in view["sources"]:
         error = source["last_error"]
-        line = f"  {source['source']}: {source['state']}, {source['relists']} lists, {source['watch_restarts']} watch restarts"
+        parts = [f"  {source['source']}: {source['state']}"]
+        if listing := source["listing"]:
+            parts.append(f"listing ({listing['objects']} objects in {listing['pages']} pages so far)")
+        parts += [f"{source['relists']} lists", f"{source['watch_restarts']} watch restarts"]
+        line = ", ".join(parts)
         if error is not None:
             line += f"; last error {error['reason']}: {error['message']}"
         out.append(line)
     out.append("")
-    rows = []
+
+    def section(title: str | None, headers: tuple[str, ...], rows: list[tuple[object, ...]]) -> None:
+        if rows:
+            out.extend([f"{title}: {len(rows)}"] if title else [])
+            out.append(table(headers, rows))
+
+    ips = []
     for entry in view["ips"]:
         losers = "; ".join(f"{lo['object']}: {lo['why']}" for lo in entry["losers"]) or "-"
-        rows.append((entry["ip"], entry["target"], entry["winner"], losers))
-    out.append(table(("IP", "TARGET", "WINNER", "LOSERS (WHY)"), rows))
-    out.append(f"not candidates: {len(view['excluded'])}")
-    out.append(table(("OBJECT", "REASON", "WHY"), [(e["object"], e["reason"], e["why"]) for e in view["excluded"]]))
-    if "probes" in view:
-        probes = [
-            (p["object"], ip, "ok" if r["ok"] else "FAILED", r["detail"])
-            for p in view["probes"]
-            for ip, r in p["results"].items()
-        ]
-        out.append(f"reachability probes: {len(probes)}")
-        out.append(table(("OBJECT", "IP", "RESULT", "DETAIL"), probes))
-        out += [f"advice: {p['object']}: {p['advice']}" for p in view["probes"] if p["advice"]]
-        out.append("")
-    out.append(f"skipped bad data: {len(view['skipped'])}")
-    out.append(table(("OBJECT", "REASON", "DETAIL"), [(e["object"], e["reason"], e["detail"]) for e in view["skipped"]]))
+        ips.append((entry["ip"], entry["target"], entry["winner"], losers))
+    section(None, ("IP", "TARGET", "WINNER", "LOSERS (WHY)"), ips)
+    section("not candidates", ("OBJECT", "REASON", "WHY"), [(e["object"], e["reason"], e["why"]) for e in view["excluded"]])
+    probes = [
+        (p["object"], ip, "ok" if r["ok"] else "FAILED", r["detail"])
+        for p in view.get("probes", ())
+        for ip, r in p["results"].items()
+    ]
+    section("reachability probes", ("OBJECT", "IP", "RESULT", "DETAIL"), probes)
+    out += [f"advice: {p['object']}: {p['advice']}" for p in view.get("probes", ()) if p["advice"]]
+    skipped = [(e["object"], e["reason"], e["detail"]) for e in view["skipped"]]
+    section("skipped bad data", ("OBJECT", "REASON", "DETAIL"), skipped)
     return "\n".join(out)

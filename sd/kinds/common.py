@@ -46,6 +46,21 @@ IP_FAMILY_LABEL = "__meta_sd_ip_family"
 
 _intern = sys.intern
 
+# Equal label pairs and condition lists recur across thousands of objects (a zone, an
+# instance type, "Ready": "True"): records share one tuple of each instead of holding
+# their own (5 MB of 110 at 5,000 nodes + 5,000 pods). The table is emptied when it
+# grows past SHARED_MAX, so unique pairs (hostnames) cost at most that much; a pair
+# seen after that gets a new shared copy.
+_SHARED: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+SHARED_MAX = 20_000
+
+
+def _shared(value: T) -> T:
+    kept = _SHARED.setdefault(value, value)  # type: ignore[arg-type]
+    if len(_SHARED) > SHARED_MAX:
+        _SHARED.clear()
+    return kept  # type: ignore[return-value]
+
 
 def ignore(reason: str, detail: str) -> None:
     """A ``Report`` that drops everything (callers that only want the record)."""
@@ -155,6 +170,8 @@ class Record(Protocol):
     def terminating(self) -> bool: ...
     @property
     def ports(self) -> tuple[tuple[str, Port], ...]: ...
+    @property
+    def labels(self) -> tuple[tuple[str, str], ...]: ...  # the object's own labels, sorted by key
     def ips(self, address_types: tuple[str, ...]) -> tuple[str, ...]: ...
 
 
@@ -488,7 +505,7 @@ def _string_pairs(
         if not isinstance(value, str):
             report(BAD_FIELD, f"{where}: metadata.{field}[{key!r}]: expected a string, got {preview(value)}")
             continue
-        out.append((_intern(key), share(value)))
+        out.append(_shared((_intern(key), share(value))))
     out.sort()
     return tuple(out)
 
@@ -510,7 +527,7 @@ def conditions(
             report(BAD_FIELD, f"{where}: status.conditions[{i}]: expected {{type, status}} strings, got {preview(cond)}")
             continue
         out.append((_intern(cond["type"]), _intern(cond["status"])))
-    return tuple(out)
+    return _shared(tuple(out))
 
 
 def field_reader(*path: str) -> Callable[[Mapping[str, Any]], str]:

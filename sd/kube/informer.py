@@ -65,10 +65,10 @@ STREAM_END_SECONDS = 10.0
 STREAMING, PAGINATED = "streaming", "paginated"
 CONNECT_TIMEOUT_SECONDS = 10.0
 CHUNK = 100  # list items handled between yields to the event loop
-# A watch read shorter than this means the stream is caught up: wait COALESCE_SECONDS
-# before the next read, so that a stream of single events is read a few at a time.
+# A watch read shorter than this means the stream is caught up: the socket is not read
+# for COALESCE_SECONDS, so that a stream of single events is read a few at a time.
 COALESCE_BELOW_BYTES = 64 * 1024
-COALESCE_SECONDS = 0.005
+COALESCE_SECONDS = 0.01
 
 
 class Settings(Protocol):
@@ -351,9 +351,7 @@ class Informer:
                     listing = []
                     await asyncio.sleep(0)
                 elif listing is None and len(chunk) < COALESCE_BELOW_BYTES:
-                    # Caught up with the stream: let a few more events arrive, then read them
-                    # at once. One read per event costs more than the event (heartbeats).
-                    await asyncio.sleep(COALESCE_SECONDS)
+                    await _coalesce(resp)
         except asyncio.TimeoutError:
             return "read_timeout"
         finally:
@@ -426,6 +424,22 @@ class Informer:
         if code == 410:
             raise Expired(message)
         raise Failure(f"watch_error_{code}", f"watch ERROR event: {message}")
+
+
+async def _coalesce(resp: aiohttp.ClientResponse) -> None:
+    """Caught up with the stream: stop reading the socket for COALESCE_SECONDS, so that the
+    events arriving meanwhile are read (and handed over) at once. Read one by one, as they
+    arrive, each costs a loop wake-up, a recv and the HTTP parser more than it costs itself."""
+    transport = resp.connection.transport if resp.connection is not None else None
+    if transport is None:
+        await asyncio.sleep(COALESCE_SECONDS)
+        return
+    transport.pause_reading()
+    try:
+        await asyncio.sleep(COALESCE_SECONDS)
+    finally:
+        if not transport.is_closing():
+            transport.resume_reading()
 
 
 def _parse_page(body: bytes) -> tuple[list[Any], dict[str, Any]]:
