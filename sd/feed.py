@@ -179,9 +179,9 @@ class Feed:
         # Key → digest of the parts of the event its current record was built from (only
         # for records built from one watch event, cleanly): an event with the same digest
         # changes nothing, and is not parsed (``unchanged``).
-        self._digests: dict[str, bytes] = {}
+        self._digests: dict[str, int] = {}
         self._decoder = _watched_event(self.kind)
-        self._checked: tuple[str, str, bytes] | None = None  # (key, version, digest) of the line last checked
+        self._checked: tuple[str, str, int] | None = None  # (key, version, digest) of the line last checked
         for ts in sets:
             ts.add_source(self.status)
 

@@ -10,7 +10,6 @@ last good value, so that only well-formed data changes what is served.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import re
 import sys
@@ -219,10 +218,12 @@ class Watched(msgspec.Struct):
 _DIGEST = msgspec.msgpack.Encoder()
 
 
-def watched_digest(obj: Watched) -> bytes:
-    """The digest of what a record is built from (the resourceVersion left out)."""
+def watched_digest(obj: Watched) -> int:
+    """The digest of what a record is built from (the resourceVersion left out): Python's
+    hash of its encoding, SipHash keyed at random per process, so that nobody who can label
+    an object can aim two of its states at one value; a tenth of blake2b's cost here."""
     obj.metadata.resourceVersion = ""
-    return hashlib.blake2b(_DIGEST.encode(obj), digest_size=16).digest()
+    return hash(_DIGEST.encode(obj))
 
 
 class Kind(Generic[R]):
