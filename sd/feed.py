@@ -21,7 +21,7 @@ from cachetools import TTLCache
 
 from sd.config import Config
 from sd.kinds import KINDS, Kind, nodes
-from sd.kinds.common import BAD_OBJECT, NOTHING, Allowlist, Record, watched_digest
+from sd.kinds.common import BAD_OBJECT, NOTHING, Allowlist, Record, watched_digest, watched_object
 from sd.kube.snapshot import read_snapshot
 from sd.metrics import Metrics
 from sd.selectors import matcher
@@ -176,12 +176,10 @@ class Feed:
         self._reports = 0
         self._key: str | None = None  # the object being parsed, for reports
         self._event_counters = {t: metrics.events.labels(self.kind.name, t) for t in _EVENT_TYPES}
-        # Key → digest of the parts of the event its current record was built from (only
-        # for records built from one watch event, cleanly): an event with the same digest
-        # changes nothing, and is not parsed (``unchanged``).
+        # Key → digest of the watched parts its current record was built from (records
+        # built cleanly from a watch line only): a line with the same digest changes nothing.
         self._digests: dict[str, int] = {}
         self._decoder = _watched_event(self.kind)
-        self._checked: tuple[str, str, int] | None = None  # (key, version, digest) of the line last checked
         for ts in sets:
             ts.add_source(self.status)
 
@@ -284,15 +282,18 @@ class Feed:
                 ts.source_synced()
             log.info("source synced source=%r objects=%d", self.name, len(records))
 
-    def unchanged(self, line: bytes | bytearray) -> str | None:
-        """The resourceVersion of a MODIFIED watch line whose object reads the same, part for
-        part, as the event its current record was built from; it is counted, not parsed.
-        None for anything else (the line is then decoded in full and given to ``event``)."""
-        self._checked = None
+    def watch_line(self, line: bytes | bytearray) -> str | None:
+        """A MODIFIED watch line, decoded here into just the parts a record is built from
+        (``Kind.watched``); its resourceVersion once handled, or None for anything else (any
+        other event, or a line that does not decode so: the informer decodes it in full,
+        reports what is wrong, and calls ``event``).
+
+        Parts that read the same, byte for byte, as those the current record came from
+        (a node's heartbeat) change nothing and are only counted; others are parsed."""
         try:
             event = self._decoder.decode(line)
         except (msgspec.DecodeError, msgspec.ValidationError):
-            return None  # the full decode reports what is wrong with it
+            return None
         obj = event.object
         if event.type != "MODIFIED" or obj is None:
             return None
@@ -300,17 +301,23 @@ class Feed:
         key, version = self.kind.watched_key(meta), meta.resourceVersion
         if key is None or not version:
             return None
-        digest = watched_digest(obj)
-        if self._digests.get(key) != digest:
-            self._checked = (key, version, digest)
-            return None
         self.status.last_sync = time.time()
         self._event_counters["MODIFIED"].inc()
+        digest = watched_digest(obj)
+        if self._digests.get(key) == digest:
+            return version
+        reports = self._reports
+        record = self._record(watched_object(obj))
+        if record is not None and self._reports == reports:
+            self._digests[key] = digest
+        else:
+            self._digests.pop(key, None)
+        if record is not None:
+            self._upsert(record)
         return version
 
     def event(self, kind: str, obj: Any) -> None:
         self.status.last_sync = time.time()
-        checked, self._checked = self._checked, None
         if kind == "BOOKMARK":  # progress only: the source is current up to its version
             return
         self._event_counters[kind].inc()
@@ -324,16 +331,14 @@ class Feed:
             for ts in self.sets:
                 ts.delete(key)
             return
-        reports = self._reports
         record = self._record(obj)
         if record is None:
             return
-        key = record.key
-        if checked is not None and checked[0] == key and checked[1] == obj["metadata"]["resourceVersion"] and self._reports == reports:
-            self._digests[key] = checked[2]
-        else:
-            self._digests.pop(key, None)
-        self._keys.add(key)
+        self._digests.pop(record.key, None)  # built from a whole object: no digest to compare with
+        self._upsert(record)
+
+    def _upsert(self, record: Record) -> None:
+        self._keys.add(record.key)
         for ts in self.sets:
             ts.upsert(record)
 

@@ -21,6 +21,7 @@ from operator import eq, itemgetter
 from typing import Any, Callable, ClassVar, Generic, Mapping, Protocol, TypeVar
 
 import msgspec
+import orjson
 
 # (reason, detail): reason is a short, stable metric label value; detail says
 # where and why ("node/n1: status.addresses[2].address: not an IP: 'x'").
@@ -178,15 +179,17 @@ R = TypeVar("R", bound=Record)
 T = TypeVar("T")
 
 
-# -- what a record is built from, for watch events that change nothing ------------------------
+# -- what a record is built from: the parts of a watch event that count ---------------------
 #
 # Most watch events change nothing a record holds: a node's status heartbeat moves
 # lastHeartbeatTime, managedFields and resourceVersion. Each kind declares, as a msgspec
 # type, the parts of an object its ``parse`` reads, as raw JSON (``msgspec.Raw``): the feed
-# decodes just those (everything else is skipped, not built) and compares their digest
-# with that of the event the current record came from. Raw bytes are compared, so any
-# difference, even one that would parse the same, takes the full path: a part left out
-# here would be a change missed, a part too many only costs a parse.
+# decodes just those (everything else, a node's images and managedFields above all, is
+# skipped, not built) and compares their digest with that of the event the current record
+# came from. Raw bytes are compared, so any difference, even one that would parse the
+# same, counts as a change. A changed event is parsed from those parts alone
+# (``watched_object``), so ``parse`` must read nothing else: tests/test_cost.py checks
+# that it makes the same record of them as of the whole object.
 
 RawPart = msgspec.Raw
 NO_PART = msgspec.Raw()  # absent (JSON null is b"null")
@@ -216,6 +219,24 @@ class Watched(msgspec.Struct):
 
 
 _DIGEST = msgspec.msgpack.Encoder()
+
+
+def watched_object(obj: msgspec.Struct) -> dict[str, Any]:
+    """The watched parts as the raw object's dicts and lists (what ``orjson.loads`` of the
+    whole object holds there); parts the object did not have stay out."""
+    out: dict[str, Any] = {}
+    for name in obj.__struct_fields__:
+        value = getattr(obj, name)
+        if isinstance(value, msgspec.Raw):
+            if value:
+                out[name] = orjson.loads(memoryview(value))
+        elif isinstance(value, msgspec.Struct):
+            out[name] = watched_object(value)
+        elif isinstance(value, list):
+            out[name] = [watched_object(v) for v in value]
+        elif value:  # a str; "" is absent
+            out[name] = value
+    return out
 
 
 def watched_digest(obj: Watched) -> int:

@@ -94,9 +94,9 @@ class Handler(Protocol):
     def list_page(self, items: list[Any]) -> None: ...
     def list_done(self) -> None: ...  # the pages since relisting() are the whole collection
     def event(self, kind: str, obj: Any) -> None: ...  # ADDED | MODIFIED | DELETED | BOOKMARK
-    # A watch line, before it is decoded: its resourceVersion when it is a MODIFIED event that
-    # changes nothing the handler keeps (handled: no event() follows), else None.
-    def unchanged(self, line: bytes | bytearray) -> str | None: ...
+    # A watch line, before it is decoded: its resourceVersion when the handler handled it
+    # itself (decoding only what it reads), else None and the informer goes on with it.
+    def watch_line(self, line: bytes | bytearray) -> str | None: ...
     def relisting(self, reason: str, method: str) -> None: ...  # a (re)list starts: why, and "streaming" | "paginated"
     def list_fallback(self, why: str, message: str) -> None: ...  # the streaming list is off for this attempt
     def watching(self) -> None: ...  # a watch request was answered
@@ -388,7 +388,7 @@ class Informer:
 
     def _line(self, line: bytes | bytearray) -> None:
         """Apply one watch line; raises Malformed when it cannot be trusted."""
-        version = self._handler.unchanged(line)
+        version = self._handler.watch_line(line)
         if version is not None:
             self.resource_version = version
             return
