@@ -68,7 +68,7 @@ CHUNK = 100  # list items handled between yields to the event loop
 # A watch read shorter than this means the stream is caught up: the socket is not read
 # for COALESCE_SECONDS, so that a stream of single events is read a few at a time.
 COALESCE_BELOW_BYTES = 64 * 1024
-COALESCE_SECONDS = 0.01
+COALESCE_SECONDS = 0.02
 
 
 class Settings(Protocol):
