@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
 import httpx
+
+from sdtest.factories import make_pod
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -167,3 +170,17 @@ def metric_sum(srv: "Server", selector: str) -> float:
         if sample == name and all(have.get(k) == v for k, v in wanted.items()):
             total += float(value)
     return total
+
+
+def probed_pod(tmp_path: Path, port: int) -> tuple[str, str]:
+    """(snapshot, config) paths: one Fluentd pod on 127.0.0.1 and ::1 whose metrics port is
+    ``port``, and a fluentd set that probes both every second (``ip_family: reachable``)."""
+    snapshot = tmp_path / "cluster.json"
+    snapshot.write_text(json.dumps({"kind": "PodList", "items": [make_pod("fluentd-a", ["127.0.0.1", "::1"], port=port)]}))
+    config = tmp_path / "sd.yaml"
+    config.write_text(
+        "probe: {interval_seconds: 1, timeout_seconds: 1}\n"
+        "targets:\n  fluentd: {source: pods, port_name: monitor, port: 24231, ip_family: reachable}\n"
+    )
+    return str(snapshot), str(config)
+

@@ -14,8 +14,7 @@ import pytest
 from logfmtkv import parse
 
 from sd.logs import JsonFormatter, LogfmtFormatter
-from sdtest.factories import make_pod
-from sdtest.helpers import ROOT, Server, eventually
+from sdtest.helpers import ROOT, Server, eventually, probed_pod
 
 SNAPSHOT = str(ROOT / "examples" / "cluster.json")
 FLUENTD_SOURCE = "pods app.kubernetes.io/name=fluentd"
@@ -106,15 +105,8 @@ class _Metrics:
 def test_probes_log_changes_of_state_and_a_summary_per_round_never_each_probe(tmp_path):
     listener = _Metrics()
     try:
-        pod = make_pod("fluentd-a", ["127.0.0.1", "::1"], port=listener.port)
-        snapshot = tmp_path / "cluster.json"
-        snapshot.write_text(json.dumps({"kind": "PodList", "items": [pod]}))
-        config = tmp_path / "sd.yaml"
-        config.write_text(
-            "probe: {interval_seconds: 1, timeout_seconds: 1}\n"
-            "targets:\n  fluentd: {source: pods, port_name: monitor, port: 24231, ip_family: reachable}\n"
-        )
-        with Server("--snapshot", str(snapshot), "--config", str(config), "--log-level", "debug") as srv:
+        snapshot, config = probed_pod(tmp_path, listener.port)
+        with Server("--snapshot", snapshot, "--config", config, "--log-level", "debug") as srv:
             srv.wait_healthy()
             eventually(lambda: [g["targets"] for g in srv.get("/targets/fluentd").json()] == [[f"127.0.0.1:{listener.port}"]])
             eventually(lambda: any(e["msg"] == "probe round" for e in logfmt_lines(srv)), what="a round summary")

@@ -16,7 +16,7 @@ import pytest
 import trustme
 
 from sdtest.factories import make_node, make_pod
-from sdtest.helpers import ROOT, Server, eventually, free_port
+from sdtest.helpers import ROOT, Server, eventually, free_port, probed_pod
 
 SNAPSHOT = str(ROOT / "examples" / "cluster.json")
 
@@ -244,16 +244,8 @@ def test_reachable_mode_publishes_only_the_family_that_answers(tmp_path, listen_
     listener = _Listener(listen_on)
     try:
         port = listener.port
-        pod = make_pod("fluentd-a", ["127.0.0.1", "::1"], port=port)
-        snapshot = tmp_path / "cluster.json"
-        snapshot.write_text(json.dumps({"kind": "PodList", "items": [pod]}))
-        config = tmp_path / "sd.yaml"
-        config.write_text(
-            "probe: {interval_seconds: 1, timeout_seconds: 1}\n"
-            "targets:\n  fluentd:\n    source: pods\n    label_selector: app.kubernetes.io/name=fluentd\n"
-            "    port_name: monitor\n    port: 24231\n    ip_family: reachable\n"
-        )
-        with Server("--snapshot", str(snapshot), "--config", str(config)) as srv:
+        snapshot, config = probed_pod(tmp_path, port)
+        with Server("--snapshot", snapshot, "--config", config) as srv:
             srv.wait_healthy()
             eventually(
                 lambda: [g["targets"] for g in srv.get("/targets/fluentd").json()] == [[f"{served}:{port}"]],
