@@ -90,6 +90,19 @@ def test_kubeconfig_comes_from_the_environment_then_home(tmp_path):
     assert find_cluster(str(kubeconfig), {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}).kind == "kubeconfig"
 
 
+def test_no_home_directory_is_no_kubeconfig_not_a_crash(monkeypatch):
+    """A container's uid 65532 has no HOME and no passwd entry: the hint, not a traceback."""
+    import pwd
+
+    def no_entry(uid: int) -> None:
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    monkeypatch.delenv("HOME", raising=False)
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+    with pytest.raises(NoClusterConfig, match="no Kubernetes cluster configured"):
+        find_cluster(None, {})
+
+
 IMPORTS_PROBE = """
 import asyncio, json, sys
 imported = []

@@ -100,7 +100,9 @@ def find_cluster(kubeconfig: str | None, environ: dict[str, str] | os._Environ =
         return ClusterConfig("kubeconfig", kubeconfig)
     if environ.get("KUBERNETES_SERVICE_HOST"):
         return ClusterConfig("in-cluster")
-    path = environ.get("KUBECONFIG", "").split(os.pathsep)[0] or str(Path.home() / ".kube" / "config")
+    # expanduser, not Path.home(): without HOME and a passwd entry (a container's uid
+    # 65532) the latter raises, and "~/.kube/config" is simply not there.
+    path = environ.get("KUBECONFIG", "").split(os.pathsep)[0] or os.path.expanduser("~/.kube/config")
     if not Path(path).is_file():
         raise NoClusterConfig(
             "no Kubernetes cluster configured (no --kubeconfig, KUBERNETES_SERVICE_HOST, $KUBECONFIG or "
