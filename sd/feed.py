@@ -50,19 +50,19 @@ class _ListingGC:
     when the last list in progress ends (if it was on when the first began)."""
 
     def __init__(self) -> None:
-        self._listing: set[int] = set()
+        self._listing: set[Feed] = set()
         self._was_enabled = False
 
-    def start(self, feed: object) -> None:
+    def start(self, feed: Feed) -> None:
         if not self._listing:
             self._was_enabled = gc.isenabled()
             gc.disable()
-        self._listing.add(id(feed))
+        self._listing.add(feed)
 
-    def end(self, feed: object) -> None:
-        if id(feed) not in self._listing:
+    def end(self, feed: Feed) -> None:
+        if feed not in self._listing:
             return
-        self._listing.discard(id(feed))
+        self._listing.discard(feed)
         if not self._listing and self._was_enabled:
             gc.enable()
             gc.collect(0)
@@ -353,6 +353,13 @@ class Feed:
     def watch_ended(self, reason: str) -> None:
         self.metrics.restarts.labels(self.name, reason).inc()
         self.status.watch_restarts += 1
+
+    def stopped(self) -> None:
+        """Its driver is gone (cancelled: a reload dropped the source, or shutdown): a list in
+        progress is abandoned, and no longer keeps the cyclic collector off."""
+        self._pending = []
+        self.status.listing = False
+        _LISTING_GC.end(self)
 
     def failed(self, reason: str, message: str) -> None:
         """A request failed; a relist in progress is abandoned (the last state stays served)."""

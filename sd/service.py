@@ -101,9 +101,16 @@ class Service:
         if self._driver is not None:
             for source, feed in self.feeds.items():
                 if source not in self._tasks:
-                    self._spawn(source, self._driver(feed)(), str(source))
+                    self._spawn(source, self._drive(feed), str(source))
         if self.prober is not None and "probe" not in self._tasks:
             self._spawn("probe", self.prober.run(), "prober")
+
+    async def _drive(self, feed: Feed) -> None:
+        assert self._driver is not None
+        try:
+            await self._driver(feed)()
+        finally:
+            feed.stopped()
 
     def _spawn(self, key: Any, coro: Any, name: str) -> None:
         task = asyncio.create_task(coro, name=name)

@@ -258,3 +258,30 @@ def test_the_watched_parts_make_the_record_and_the_reports_the_whole_object_make
         assert [r for r, _ in part_reports] == [r for r, _ in whole_reports]
         compared += 1
     assert compared >= len(objects) // 2
+
+
+async def test_a_source_dropped_by_a_reload_while_listing_turns_the_collector_back_on():
+    """Its informer is cancelled mid-list and never reports the list's end."""
+    import dataclasses
+
+    config = default_config()
+    service = Service(config, Metrics())
+    started: list[Any] = []
+
+    def driver(feed: Any) -> Callable[[], Any]:
+        async def lists_forever() -> None:
+            feed.relisting("initial")
+            started.append(feed)
+            await asyncio.Event().wait()
+        return lists_forever
+
+    run = asyncio.create_task(service.run(driver))
+    try:
+        await until(lambda: len(started) == len(service.feeds))
+        assert not gc.isenabled()
+        service.reload(dataclasses.replace(config, targets={}))
+        await until(gc.isenabled)
+    finally:
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)
+        gc.enable()
