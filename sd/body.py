@@ -31,10 +31,13 @@ class Entry:
 
     order: tuple[str, str]  # (object key, target): where it sorts
     ip: str
-    target: str
     start: int = -1
     end: int = -1
     digest: int = 0  # blake2b-128 of the group's JSON, as an int
+
+    @property
+    def target(self) -> str:
+        return self.order[1]
 
 
 # What a rendered block served: its data, and (target, digest, start, end) of each group.

@@ -271,7 +271,7 @@ class TargetSet:
                 continue
             if old is not None:
                 blocks.remove(old)
-            fragments[ip] = entry = Entry(order, ip, order[1])
+            fragments[ip] = entry = Entry(order, ip)
             blocks.add(entry)
         self._mark_dirty()
 

@@ -240,9 +240,10 @@ def watched_object(obj: msgspec.Struct) -> dict[str, Any]:
 
 
 def watched_digest(obj: Watched) -> int:
-    """The digest of what a record is built from (the resourceVersion left out): Python's
-    hash of its encoding, SipHash keyed at random per process, so that nobody who can label
-    an object can aim two of its states at one value; a tenth of blake2b's cost here."""
+    """The digest of what a record is built from, the resourceVersion left out (it is
+    blanked in ``obj``: read it first). Python's hash of its encoding, SipHash keyed at
+    random per process, so that nobody who can label an object can aim two of its states
+    at one value; a tenth of blake2b's cost here."""
     obj.metadata.resourceVersion = ""
     return hash(_DIGEST.encode(obj))
 
