@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterator, TextIO
 
 from bench import workload as W
 from bench.double import BenchKubeAPI
+from sdtest.helpers import terminate
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -166,13 +167,7 @@ class Proc:
             if self.p.stdin is not None:
                 with contextlib.suppress(OSError):
                     self.p.stdin.close()
-            if self.p.poll() is None:
-                self.p.send_signal(signal.SIGTERM)
-                try:
-                    self.p.wait(10)
-                except subprocess.TimeoutExpired:
-                    self.p.kill()
-                    self.p.wait(10)
+            terminate(self.p)
         finally:
             self.live.discard(self)
             with contextlib.suppress(OSError):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import threading
@@ -21,7 +20,7 @@ import httpx
 import pytest
 import yaml
 
-from sdtest.helpers import eventually, free_port
+from sdtest.helpers import eventually, free_port, terminate
 
 T = TypeVar("T")
 DEBIAN_PROMETHEUS = "/usr/bin/prometheus"
@@ -96,13 +95,7 @@ class Prometheus:
 
     def stop(self) -> None:
         try:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
+            terminate(self.proc, 15)
         finally:
             self._client.close()
             self._log.close()

@@ -14,7 +14,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -29,7 +28,7 @@ import pytest
 import yaml
 
 from sdtest.factories import make_node, make_pod
-from sdtest.helpers import FAST, eventually
+from sdtest.helpers import FAST, eventually, terminate
 from sdtest.helpers import Server as CliServer
 from sdtest.kubeapi import FakeKubeAPI
 
@@ -378,17 +377,9 @@ class Server:
         pytest.fail(f"{path} did not answer {status} within {deadline_s}s (last: {last})\n{self.describe()}")
 
     def stop(self) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=STOP_DEADLINE_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                self._log.close()
-                return None
+        stopped = terminate(self.proc, STOP_DEADLINE_S)
         self._log.close()
-        return self.proc.returncode
+        return self.proc.returncode if stopped else None
 
 
 @pytest.fixture(scope="module")
