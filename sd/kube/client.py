@@ -2,7 +2,7 @@
 
 Order (DESIGN.md): ``--kubeconfig``; else in-cluster when KUBERNETES_SERVICE_HOST
 is set (IPv6 hosts are bracketed; the projected service-account token is
-re-read every minute by kubernetes-asyncio's refresh hook, so rotation works);
+re-read every minute and at once after a 401, so rotation works: ``TokenFile``);
 else ``$KUBECONFIG`` / ``~/.kube/config``. One ``ApiClient`` serves every informer.
 
 kubernetes-asyncio reads the configuration (kubeconfig contexts, client
@@ -22,6 +22,7 @@ import os
 import platform
 import ssl
 import sys
+import time
 import types
 from dataclasses import dataclass
 from importlib import metadata
@@ -123,14 +124,42 @@ def user_agent() -> str:
     return f"kube-http-sd/{version('kube-http-sd')} (python/{platform.python_version()}; kubernetes-asyncio/{version('kubernetes-asyncio')})"
 
 
+class TokenFile:
+    """The in-cluster service-account token, read from its projected file: again once a minute
+    (the kubelet rotates it long before it expires), and at once when the API server rejected
+    it with a 401 (client-go's cached file token source, reset by its transport on a 401): a
+    token revoked early (its bound object deleted) costs one backoff, not up to a minute."""
+
+    PERIOD_SECONDS = 60.0
+
+    def __init__(self, path: str, clock: Any = time.monotonic) -> None:
+        self.path = path
+        self._clock = clock
+        self._token = ""
+        self._read_at = float("-inf")
+
+    def value(self) -> str:
+        now = self._clock()
+        if now - self._read_at >= self.PERIOD_SECONDS:
+            self._token = Path(self.path).read_text().strip()
+            self._read_at = now
+        return self._token
+
+    def rejected(self, since: float) -> None:
+        """A request sent at ``since`` got a 401: read the file again unless that was done after."""
+        if self._read_at <= since:
+            self._read_at = float("-inf")
+
+
 class ApiClient:
     """GET requests to one API server with kubernetes-asyncio's settings: its TLS set-up
     (CA, client certificate, insecure-skip-tls-verify, tls-server-name, as its REST client
     builds it), proxy, and bearer token, asked for on every request so that its refresh
-    hook (exec plugins, rotated service-account tokens) keeps it current."""
+    hook (exec plugins) keeps it current; in-cluster, the token comes from ``token_file``."""
 
-    def __init__(self, configuration: Any) -> None:
+    def __init__(self, configuration: Any, token_file: TokenFile | None = None) -> None:
         self.configuration = configuration
+        self._token_file = token_file
         self._host = configuration.host.rstrip("/")
         # Watch events of large objects exceed aiohttp's default read buffer (etcd allows 1.5 MiB).
         connector = aiohttp.TCPConnector(ssl=_tls(configuration) if self._host.startswith("https:") else False)
@@ -147,11 +176,18 @@ class ApiClient:
     async def get(self, path: str, params: dict[str, str], timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
         """The response to ``GET path?params``, unread: the caller streams and releases it."""
         headers = {"Accept": "application/json", "User-Agent": self.user_agent}
-        token = (await self.configuration.auth_settings()).get("BearerToken")
-        if token and token["value"]:
-            headers["Authorization"] = token["value"]
+        sent = time.monotonic()
+        if self._token_file is not None:
+            headers["Authorization"] = "Bearer " + self._token_file.value()
+        else:
+            token = (await self.configuration.auth_settings()).get("BearerToken")
+            if token and token["value"]:
+                headers["Authorization"] = token["value"]
         url = URL(f"{self._host}{path}?{urlencode(params)}" if params else self._host + path, encoded=True)
-        return await self._session.get(url, headers=headers, timeout=timeout, **self._options)
+        resp = await self._session.get(url, headers=headers, timeout=timeout, **self._options)
+        if resp.status == 401 and self._token_file is not None:
+            self._token_file.rejected(sent)
+        return resp
 
     async def close(self) -> None:
         await self._session.close()
@@ -177,10 +213,11 @@ async def api_client(cluster: ClusterConfig) -> ApiClient:
     configuration = _kube_config.Configuration()
     if cluster.kind == "in-cluster":
         _incluster_config.load_incluster_config(
-            client_configuration=configuration, token_filename=cluster.token_file, cert_filename=cluster.ca_file
+            client_configuration=configuration, token_filename=cluster.token_file, cert_filename=cluster.ca_file,
+            try_refresh_token=False,
         )
-    else:
-        await _kube_config.load_kube_config(config_file=cluster.path, client_configuration=configuration)
+        return ApiClient(configuration, TokenFile(cluster.token_file))
+    await _kube_config.load_kube_config(config_file=cluster.path, client_configuration=configuration)
     return ApiClient(configuration)
 
 
