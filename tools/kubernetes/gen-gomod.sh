@@ -15,3 +15,12 @@ grep -E '^\s+k8s\.io/[A-Za-z0-9._-]+ => \./staging/' "$modfile" | awk '{print $1
 done
 go get -tool "k8s.io/kubernetes/cmd/kube-apiserver@$K8S" "k8s.io/kubernetes/cmd/kubectl@$K8S"
 go mod tidy
+minor=${K8S#v1.}; minor=${minor%%.*}
+x=""
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  x="$x -X $pkg.gitVersion=$K8S -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+done
+cat > buildflags <<FLAGS
+# The version the programs report (\`kubectl version\`, /version), as a release build sets it.
+-ldflags=${x# }
+FLAGS
