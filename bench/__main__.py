@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bench.harness import PYSPY, T_START, Context, MachineLoad, Sizes, log, print_table
-from bench.scenarios import attach_metadata, event_throughput, freshness, initial_sync, large, memory, serving, sharding, streaming_list
+from bench.scenarios import (attach_metadata, event_throughput, freshness, initial_sync, large, memory, real_apiserver,
+                             serving, sharding, streaming_list)
 
 SCENARIOS: dict[str, Callable[[Context], None]] = {
     "initial_sync": initial_sync.run,
@@ -36,6 +37,7 @@ SCENARIOS: dict[str, Callable[[Context], None]] = {
     "streaming_list": streaming_list.run,
     "attach_metadata": attach_metadata.run,
     "large": large.run,
+    "real_apiserver": real_apiserver.run,
 }
 
 

@@ -2,9 +2,10 @@
 
 Reuses ``sdtest/factories.py`` (``make_node``/``make_pod``) and adds what a production cluster
 carries: ~15 node labels (zone, region, instance type, hostname, node pool, ...), 25 container
-images per node (the bulk of a Node's bytes, as in real clusters), InternalIP ``10.x.y.z`` plus
+images per node (the bulk of a Node's bytes, as in real clusters), InternalIP ``127.x.y.z`` plus
 ``Hostname``, the kubelet port in ``status.daemonEndpoints``; DaemonSet-owned Fluentd pods with
-dual-stack ``status.podIPs``, the ``app.kubernetes.io/name=fluentd`` label and a ``monitor``
+dual-stack ``status.podIPs`` (``127.x.y.z`` and ``2001:db8:244::n``: loopback and documentation
+addresses only, never scraped), the ``app.kubernetes.io/name=fluentd`` label and a ``monitor``
 container port.
 
 Everything here is deterministic (same sizes, same bytes on every run).
@@ -28,11 +29,11 @@ def node_name(i: int) -> str:
 
 
 def node_ip(i: int) -> str:
-    return f"10.{16 + i // 4096}.{(i // 16) % 256}.{(i % 16) * 16 + 1}"
+    return f"127.{16 + i // 4096}.{(i // 16) % 256}.{(i % 16) * 16 + 1}"
 
 
 def pod_ips(i: int) -> list[str]:
-    return [f"10.{100 + i // 65536}.{(i // 256) % 256}.{i % 256}", f"fd00:244::{i + 1:x}"]
+    return [f"127.{100 + i // 65536}.{(i // 256) % 256}.{i % 256}", f"2001:db8:244::{i + 1:x}"]
 
 
 def node_labels(i: int) -> dict[str, str]:
@@ -71,7 +72,7 @@ def node(i: int, *, ready: str = "True", heartbeat: str = "2026-11-21T10:00:00Z"
     )
     zone = ZONES[i % len(ZONES)]
     obj["spec"]["providerID"] = f"aws:///{zone}/i-{i:017x}"
-    obj["spec"]["podCIDR"] = f"10.{100 + i // 65536}.{(i // 256) % 256}.0/24"
+    obj["spec"]["podCIDR"] = f"127.{100 + i // 65536}.{(i // 256) % 256}.0/24"
     obj["metadata"]["annotations"] = {
         "node.alpha.kubernetes.io/ttl": "0",
         "volumes.kubernetes.io/controller-managed-attach-detach": "true",

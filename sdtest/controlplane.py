@@ -18,6 +18,7 @@ object a test creates uses documentation addresses (192.0.2.0/24, 198.51.100.0/2
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import calendar
 import json
@@ -29,6 +30,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
 import trustme
@@ -38,6 +40,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from sdtest.helpers import ROOT, eventually, free_port, terminate
 
+# What a test's object keeps of its factory metadata (the API server sets the rest).
+KEPT_METADATA = ("name", "namespace", "labels", "annotations", "ownerReferences")
 SERVICE_CIDR = "198.51.100.0/24"  # documentation range (RFC 5737)
 # Admission plugins on by default that wait for a controller we don't run: ServiceAccount rejects
 # pods until the service-account controller has made the namespace's `default` account.
@@ -266,14 +270,35 @@ class ControlPlane:
     def create(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Create a Node, Pod or Namespace from a factory dict, then set its status through the
         ``status`` subresource (creation ignores it), as a kubelet would."""
-        meta = obj["metadata"]
-        path = collection(obj["kind"], meta.get("namespace"))
-        body = {k: v for k, v in obj.items() if k != "status"}
-        body["metadata"] = {k: v for k, v in meta.items() if k in ("name", "namespace", "labels", "annotations", "ownerReferences")}
+        path, body = creation(obj)
         created = self.request("POST", path, body)
         if obj.get("status"):
-            created = self.set_status(obj["kind"], meta["name"], obj["status"], meta.get("namespace"))
+            created = self.set_status(obj["kind"], obj["metadata"]["name"], obj["status"], obj["metadata"].get("namespace"))
         return created
+
+    def load(self, objects: list[dict[str, Any]], concurrency: int = 32) -> None:
+        """``create`` each object, ``concurrency`` at a time (bulk loads for the bench)."""
+        asyncio.run(self._load(objects, concurrency))
+
+    async def _load(self, objects: list[dict[str, Any]], concurrency: int) -> None:
+        tls = ssl.create_default_context(cafile=str(self.ca_file))
+        tls.load_cert_chain(*self.admin_cert)
+        pending = iter(objects)
+
+        async def worker(session: aiohttp.ClientSession) -> None:
+            for obj in pending:
+                path, body = creation(obj)
+                for method, url, data, ctype in (
+                    ("POST", path, body, "application/json"),
+                    ("PATCH", f"{path}/{obj['metadata']['name']}/status", {"status": obj["status"]}, "application/merge-patch+json"),
+                ):
+                    async with session.request(method, self.url + url, data=json.dumps(data),
+                                               headers={"Content-Type": ctype}) as resp:
+                        if resp.status >= 300:
+                            raise AssertionError(f"{method} {url}: {resp.status} {await resp.text()}")
+
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls, limit=concurrency)) as session:
+            await asyncio.gather(*(worker(session) for _ in range(concurrency)))
 
     def set_status(self, kind: str, name: str, status: dict[str, Any], namespace: str | None = None) -> dict[str, Any]:
         return self.request(
@@ -294,6 +319,14 @@ class ControlPlane:
         """``kubectl get nodes,pods -A -o json`` of this cluster, as ``--snapshot`` reads it."""
         path.write_text(self.kubectl("get", "nodes,pods", "-A", "-o", "json").stdout)
         return path
+
+
+def creation(obj: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(collection path, POST body) of a factory object: no status, the metadata a client sets."""
+    meta = obj["metadata"]
+    body = {k: v for k, v in obj.items() if k != "status"}
+    body["metadata"] = {k: v for k, v in meta.items() if k in KEPT_METADATA}
+    return collection(obj["kind"], meta.get("namespace")), body
 
 
 def collection(kind: str, namespace: str | None = None) -> str:
