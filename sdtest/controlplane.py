@@ -1,5 +1,5 @@
 """A real Kubernetes control plane on loopback: etcd and kube-apiserver, built from their published
-Go modules by ``tools/build.sh`` (wrapper modules in ``tools/kubernetes`` and ``tools/etcd``) and
+Go modules (``sdtest.upstream``: wrapper modules ``tools/kubernetes`` and ``tools/etcd``) and
 started by the tests, as controller-runtime's envtest does.
 
 - etcd: a temporary data directory, client and peer URLs on 127.0.0.1.
@@ -22,23 +22,21 @@ import asyncio
 import base64
 import calendar
 import json
-import os
 import ssl
 import subprocess
 import time
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import httpx
-import pytest
 import trustme
 import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from sdtest.helpers import ROOT, eventually, free_port, terminate
+from sdtest.helpers import eventually, free_port, terminate
+from sdtest.upstream import program
 
 # What a test's object keeps of its factory metadata (the API server sets the rest).
 KEPT_METADATA = ("name", "namespace", "labels", "annotations", "ownerReferences")
@@ -46,30 +44,6 @@ SERVICE_CIDR = "198.51.100.0/24"  # documentation range (RFC 5737)
 # Admission plugins on by default that wait for a controller we don't run: ServiceAccount rejects
 # pods until the service-account controller has made the namespace's `default` account.
 DISABLED_ADMISSION = "ServiceAccount"
-
-
-@cache
-def upstream() -> dict[str, str]:
-    """Paths of the built programs (``kube-apiserver``, ``kubectl``, ``etcd``), built by
-    ``tools/build.sh`` when missing (minutes the first time). Without Go the tests that need them
-    skip on a developer's machine and fail under ``CI``."""
-    try:
-        done = subprocess.run(
-            ["bash", str(ROOT / "tools" / "build.sh"), "kubernetes", "etcd"],
-            capture_output=True, text=True, timeout=3600,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        missing(f"tools/build.sh did not run: {exc}")
-    if done.returncode != 0:
-        missing(f"tools/build.sh exited {done.returncode}:\n{done.stderr[-4000:]}")
-    return {Path(p).name: p for p in done.stdout.split()}
-
-
-def missing(why: str) -> None:
-    message = f"the real control plane is not available: {why}"
-    if os.environ.get("CI"):
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
 
 
 class Etcd:
@@ -85,7 +59,7 @@ class Etcd:
     def start(self) -> "Etcd":
         peer = f"http://127.0.0.1:{self.peer_port}"
         args = [
-            upstream()["etcd"], "--name=default", f"--data-dir={self.workdir / 'etcd'}",
+            program("etcd"), "--name=default", f"--data-dir={self.workdir / 'etcd'}",
             f"--listen-client-urls={self.url}", f"--advertise-client-urls={self.url}",
             f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}",
             f"--initial-cluster=default={peer}", "--unsafe-no-fsync", "--log-level=warn",
@@ -128,7 +102,7 @@ class ControlPlane:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.extra_flags = apiserver_flags
-        self.binaries = upstream()
+        self.binaries = {name: program(name) for name in ("kube-apiserver", "kubectl")}
         self.etcd = Etcd(self.workdir)
         self.port = free_port()
         self.url = f"https://127.0.0.1:{self.port}"

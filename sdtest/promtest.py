@@ -1,8 +1,8 @@
 """A real Prometheus process for end-to-end tests, and a dual-stack loopback metrics endpoint.
 
 Tests read Prometheus only through its HTTP API (`/api/v1/targets`, `/api/v1/query`).
-Debian's `prometheus` package is the one installed by `scripts/test.sh`; when it is missing
-the tests fail (they never skip), naming the fix.
+The Prometheus is 3.x, built from its Go module (`tools/prometheus`); one smoke test runs
+Debian's 2.42 (`debian_prometheus`), installed by `scripts/test.sh`.
 """
 
 from __future__ import annotations
@@ -21,26 +21,33 @@ import pytest
 import yaml
 
 from sdtest.helpers import eventually, free_port, terminate
+from sdtest.upstream import program
 
 T = TypeVar("T")
 DEBIAN_PROMETHEUS = "/usr/bin/prometheus"
 
 
 def prometheus_binary() -> str:
-    """The prometheus binary, or a test failure (not a skip) saying how to install it."""
+    """The end-to-end Prometheus: ``$PROMETHEUS_BIN`` when set, else Prometheus 3 built from its
+    Go module by tools/build.sh (sdtest.upstream: CI fails rather than skips without it)."""
     override = os.environ.get("PROMETHEUS_BIN")
     if override:
-        path, tried = override, f"PROMETHEUS_BIN={override}"
-    else:
-        path = DEBIAN_PROMETHEUS if os.access(DEBIAN_PROMETHEUS, os.X_OK) else shutil.which("prometheus")
-        tried = f"{DEBIAN_PROMETHEUS}, then `prometheus` on PATH"
-    if not path or not os.access(path, os.X_OK):
+        if not os.access(override, os.X_OK):
+            pytest.fail(f"PROMETHEUS_BIN={override} is not an executable", pytrace=False)
+        return override
+    return program("prometheus")
+
+
+def debian_prometheus() -> str:
+    """Debian's prometheus (2.42, what distribution users run), installed by scripts/test.sh;
+    a test failure (not a skip) naming the fix when it is missing."""
+    if not os.access(DEBIAN_PROMETHEUS, os.X_OK):
         pytest.fail(
-            f"the Prometheus end-to-end tests need a prometheus binary (tried {tried}): install "
-            "Debian's package (`apt-get install prometheus`) or run ./scripts/test.sh, which installs it",
+            f"the Debian Prometheus smoke test needs {DEBIAN_PROMETHEUS}: `apt-get install prometheus`, "
+            "or run ./scripts/test.sh, which installs it",
             pytrace=False,
         )
-    return path
+    return DEBIAN_PROMETHEUS
 
 
 def _supports_flag(binary: str, flag: str) -> bool:

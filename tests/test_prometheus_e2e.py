@@ -10,7 +10,9 @@ All scraped addresses are loopback: node IPs are in 127.0.0.0/8 (nothing listens
 kubelet port, so those targets are simply down), and the Fluentd pod's IPs are 127.0.0.1 and
 ::1, where the test's own metrics endpoint listens.
 
-Needs Debian's `prometheus` (scripts/test.sh installs it); without it these tests fail.
+The Prometheus is 3.x, built from its Go module by tools/build.sh (sdtest.upstream); one smoke
+test runs Debian's 2.42, what distribution users have (scripts/test.sh installs it). Without
+either these tests fail under CI.
 """
 
 from __future__ import annotations
@@ -18,7 +20,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import subprocess
+import threading
+import time
 from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +37,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sdtest.factories import make_node, make_pod, with_ready
 from sdtest.helpers import FAST, ROOT, Server, eventually, free_port
 from sdtest.kubeapi import FakeKubeAPI
-from sdtest.promtest import DualStackMetrics, Prometheus, prometheus_binary
+from sdtest.promtest import DualStackMetrics, Prometheus, debian_prometheus, prometheus_binary
 
 pytestmark = pytest.mark.e2e
 
@@ -419,3 +425,98 @@ def test_the_shipped_kubelet_jobs_label_targets_as_kube_prometheus_stack_does(tm
         seen.setdefault(target["scrapePool"], set()).add((labels["job"], labels["metrics_path"], labels["node"], labels["instance"]))
     nodes = ("v6-only-1", "worker-1", "worker-2", "worker-3")
     assert seen == {pool: {("kubelet", path, n, n) for n in nodes} for pool, path in paths.items()}
+
+
+def test_debian_prometheus_2_42_discovers_both_sets(tmp_path):
+    """Smoke run on the Prometheus distribution users install (Debian's 2.42)."""
+    binary = debian_prometheus()
+    version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
+    assert "version 2.42" in version, version
+    config = tmp_path / "sd.yaml"
+    config.write_text(FAST)
+    with contextlib.ExitStack() as es:
+        api = es.enter_context(FakeKubeAPI())
+        api.add_many([make_node("deb-a", ["127.0.0.61"]), make_node("deb-b", ["127.0.0.62"], ready="False"),
+                      make_pod("fluentd-deb", ["127.0.0.63", "::1"])])
+        srv = es.enter_context(Server("--kubeconfig", api.write_kubeconfig(tmp_path / "kc"), "--config", str(config)))
+        srv.wait_healthy()
+        prom = es.enter_context(Prometheus(prometheus_config(srv.base), tmp_path / "prometheus", binary))
+        prom.wait_ready()
+        want = {("kubelet", "127.0.0.61:10250"), ("fluentd", "127.0.0.63:24231"), ("fluentd", "[::1]:24231")}
+        prom.eventually(lambda: addresses(prom) == want, "Debian's Prometheus discovers both sets", extra=srv.log)
+        assert {t["labels"]["node"] for t in prom.active_targets("kubelet")} == {"deb-a"}
+
+
+class Recorder(ThreadingHTTPServer):
+    """A loopback http_sd endpoint that answers ``[]`` after ``delay`` seconds and records each
+    request: (headers, seconds until the client hung up or was answered, whether it was answered)."""
+
+    daemon_threads = True
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.requests: list[tuple[dict[str, str], float, bool]] = []
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802 (http.server API)
+                start = time.monotonic()
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                answered = True
+                if recorder.delay:
+                    # The client's timeout closes the connection: readable with nothing to read.
+                    self.connection.settimeout(recorder.delay)
+                    try:
+                        answered = self.connection.recv(1) != b""
+                    except TimeoutError:
+                        answered = True
+                if answered:
+                    try:
+                        self.send_response(200)
+                        self.send_header("Content-Type", "application/json")
+                        self.send_header("Content-Length", "2")
+                        self.end_headers()
+                        self.wfile.write(b"[]")
+                    except OSError:
+                        answered = False
+                recorder.requests.append((headers, time.monotonic() - start, answered))
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}/targets/kubelet"
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+        super().__exit__(*exc)
+
+
+def test_what_prometheus_3_sends_to_an_http_sd_server(tmp_path):
+    """The README's claims about Prometheus' requests, checked against the built 3.x: its headers
+    (no Accept-Encoding: it never asks for gzip, so the plain body is what it reads) and its
+    timeout (the refresh interval: a slower answer is abandoned and the last targets kept)."""
+    binary = prometheus_binary()
+    with Recorder() as fast, Recorder(delay=5.0) as slow:
+        config = {
+            "global": {"scrape_interval": "1m"},
+            "scrape_configs": [
+                {"job_name": "fast", "http_sd_configs": [{"url": fast.url, "refresh_interval": "1s"}]},
+                {"job_name": "slow", "http_sd_configs": [{"url": slow.url, "refresh_interval": "2s"}]},
+            ],
+        }
+        with Prometheus(config, tmp_path / "prometheus", binary) as prom:
+            prom.wait_ready()
+            prom.eventually(lambda: len(fast.requests) >= 2 and slow.requests, "requests from both jobs", timeout=30)
+        headers, _, _ = fast.requests[0]
+        version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout.split()[2]
+        assert headers["user-agent"] == f"Prometheus/{version}"
+        assert headers["accept"] == "application/json"
+        assert headers["x-prometheus-refresh-interval-seconds"] == "1"
+        assert "accept-encoding" not in headers, headers
+        assert "authorization" not in headers
+        _, waited, answered = slow.requests[0]
+        assert not answered and 1.5 < waited < 4.5, (waited, answered)  # gave up after its 2 s refresh interval
