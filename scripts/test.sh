@@ -4,7 +4,8 @@
 #     (for `kubectl kustomize` on deploy/) when missing; uses sudo when not root;
 #   - chromium (tests/test_browser.py renders the status pages), podman and debootstrap
 #     (tests/test_container.py builds and runs the image) when missing;
-#   - kube-apiserver, kubectl and etcd (tests/test_real_apiserver.py, bench real_apiserver), built
+#   - kube-apiserver, kubectl, etcd, Prometheus 3 and prometheus-operator (the real control plane,
+#     the e2e Prometheus and the peers; bench real_apiserver), built
 #     from their Go modules by tools/build.sh into a cache outside the repository: the first
 #     build takes several minutes (it says so, and how long it took), later runs none;
 #   - the package and its test extra into .venv.
@@ -28,7 +29,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-tools/build.sh kubernetes etcd >/dev/null
+tools/build.sh kubernetes etcd prometheus prometheus-operator >/dev/null
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'

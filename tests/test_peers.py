@@ -1,0 +1,238 @@
+"""Side by side with the peers on one real API server (sdtest.controlplane): Prometheus 3's own
+``kubernetes_sd`` (node and pod roles) and prometheus-operator's kubelet controller, against our
+``kubelet`` and ``fluentd`` sets, on the cases this project exists for.
+
+Every Prometheus scrape address is rewritten to a closed loopback port before scraping (the
+discovered labels keep the original address); the objects use documentation addresses only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sdtest.controlplane import ControlPlane, wall_clock_second_after
+from sdtest.factories import make_node, make_pod
+from sdtest.helpers import FAST, Server, eventually, free_port, terminate
+from sdtest.promtest import Prometheus, prometheus_binary
+from sdtest.upstream import program
+
+pytestmark = [pytest.mark.apiserver, pytest.mark.e2e]
+
+CLOSED_PORT = free_port()  # nothing listens here: every scrape fails at once, on loopback
+NODE_LABEL_JOBS = ("k8s-nodes", "sd-kubelet")
+POD_LABEL_JOBS = ("k8s-pods", "sd-fluentd")
+
+
+def node(name: str, ips: list[str], ready: str = "True") -> dict:
+    obj = make_node(name, ips, ready=ready, images=1, labels={"topology.kubernetes.io/zone": "zone-a"})
+    del obj["spec"]["podCIDR"]
+    return obj
+
+
+def pod(name: str, ips: list[str], **kw: Any) -> dict:
+    obj = make_pod(name, ips, namespace="logging", node="peer-ready", **kw)
+    obj["status"]["hostIP"] = "192.0.2.100"
+    obj["spec"]["containers"][0]["ports"].append({"name": "forward", "containerPort": 24224, "protocol": "TCP"})
+    return obj
+
+
+def conditions(ready: str) -> dict:
+    return {"conditions": [{"type": "Ready", "status": ready, "reason": "Test", "message": "set by the test",
+                            "lastHeartbeatTime": "2026-12-04T10:00:00Z", "lastTransitionTime": "2026-12-04T10:00:00Z"}]}
+
+
+def build_cluster(cp: ControlPlane) -> None:
+    """The cases, each named: a lone NotReady node; a dead node and the new node on its IP, the
+    dead one Ready=False or Ready=Unknown; an IPv6-only node; Fluentd pods dual-stack, IPv4,
+    not ready, pending, terminating."""
+    cp.ensure_namespace("logging")
+    cp.create(node("peer-ready", ["192.0.2.100"]))
+    cp.create(node("peer-notready", ["192.0.2.101"], ready="False"))
+    cp.create(node("peer-v6only", ["2001:db8::100"]))
+    for ip, dead, status in (("192.0.2.110", "peer-old-false", "False"), ("192.0.2.111", "peer-old-unknown", "Unknown")):
+        created = cp.create(node(dead, [ip]))
+        wall_clock_second_after(created["metadata"]["creationTimestamp"])
+        cp.create(node(dead.replace("old", "new"), [ip]))
+        cp.set_status("Node", dead, conditions(status))
+    cp.create(pod("fluentd-dual", ["192.0.2.150", "2001:db8::150"]))
+    cp.create(pod("fluentd-v4", ["192.0.2.151"]))
+    cp.create(pod("fluentd-notready", ["192.0.2.152"], ready="False"))
+    cp.create(pod("fluentd-pending", ["192.0.2.153"], phase="Pending", ready="False"))
+    cp.create(pod("fluentd-leaving", ["192.0.2.154"]))
+    cp.delete("Pod", "fluentd-leaving", "logging")  # it names a node and no kubelet runs: terminating
+
+
+def rewrite_to_closed_port() -> list[dict]:
+    """``instance`` keeps the discovered address and object name (Prometheus drops targets whose
+    labels are equal after relabeling: all would be 127.0.0.1:CLOSED_PORT), then the address goes."""
+    return [
+        {"source_labels": ["__address__", "__meta_kubernetes_node_name", "__meta_kubernetes_pod_name"],
+         "separator": "/", "target_label": "instance"},
+        {"target_label": "__address__", "replacement": f"127.0.0.1:{CLOSED_PORT}"},
+    ]
+
+
+def prometheus_config(kubeconfig: Path, sd_base: str) -> dict:
+    k8s = {"kubeconfig_file": str(kubeconfig)}
+    return {
+        "global": {"scrape_interval": "1m", "scrape_timeout": "1s"},
+        "scrape_configs": [
+            {"job_name": "k8s-nodes", "kubernetes_sd_configs": [{**k8s, "role": "node"}],
+             "relabel_configs": rewrite_to_closed_port()},
+            {"job_name": "k8s-pods",
+             "kubernetes_sd_configs": [{**k8s, "role": "pod", "namespaces": {"names": ["logging"]},
+                                        "selectors": [{"role": "pod", "label": "app.kubernetes.io/name=fluentd"}]}],
+             "relabel_configs": [
+                 {"source_labels": ["__meta_kubernetes_pod_container_port_name"], "regex": "monitor", "action": "keep"},
+                 *rewrite_to_closed_port(),
+             ]},
+            {"job_name": "sd-kubelet", "http_sd_configs": [{"url": f"{sd_base}/targets/kubelet", "refresh_interval": "1s"}],
+             "relabel_configs": rewrite_to_closed_port()},
+            {"job_name": "sd-fluentd", "http_sd_configs": [{"url": f"{sd_base}/targets/fluentd", "refresh_interval": "1s"}],
+             "relabel_configs": rewrite_to_closed_port()},
+        ],
+    }
+
+
+class Operator:
+    """prometheus-operator with only its kubelet controller doing anything (no CRD installed):
+    it writes the Ready nodes' kubelets into kube-system/kubelet's Endpoints and EndpointSlices."""
+
+    def __init__(self, cp: ControlPlane, workdir: Path) -> None:
+        self.log = workdir / "operator.log"
+        port = free_port()
+        args = [program("prometheus-operator"), "--kubelet-service=kube-system/kubelet", "--kubelet-endpoints=true",
+                "--kubelet-endpointslice=true", "--kubelet-sync-period=1s", f"--web.listen-address=127.0.0.1:{port}",
+                "--log-level=debug"]
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(
+                args, stdout=out, stderr=out, env={**os.environ, "KUBECONFIG": str(cp.kubeconfig)})
+
+    def stop(self) -> None:
+        terminate(self.proc)
+
+
+@pytest.fixture(scope="module")
+def peers(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("peers")
+    with contextlib.ExitStack() as stack:
+        cp = stack.enter_context(ControlPlane(tmp / "controlplane"))
+        build_cluster(cp)
+        (tmp / "sd.yaml").write_text(FAST)
+        srv = stack.enter_context(Server("--kubeconfig", str(cp.kubeconfig), "--config", str(tmp / "sd.yaml")))
+        srv.wait_healthy()
+        eventually(lambda: srv.get("/readyz").status_code == 200, 30, what="kube-http-sd synced")
+        prom = stack.enter_context(Prometheus(prometheus_config(cp.kubeconfig, srv.base), tmp / "prometheus",
+                                              prometheus_binary()))
+        prom.wait_ready()
+        operator = Operator(cp, tmp)
+        stack.callback(operator.stop)
+        yield cp, srv, prom, operator
+
+
+def discovered(prom: Prometheus, job: str) -> dict[tuple[str, str], dict[str, str]]:
+    """(original address, node or pod name) → discovered labels, for one job's active targets."""
+    out = {}
+    for t in prom.active_targets(job):
+        labels = t["discoveredLabels"]
+        name = labels.get("__meta_kubernetes_pod_name") or labels["__meta_kubernetes_node_name"]
+        out[(labels["__address__"], name)] = labels
+    return out
+
+
+NODES_ONLY_PROMETHEUS = {  # what kubernetes_sd's node role serves and we don't, and why
+    ("192.0.2.101:10250", "peer-notready"): "NotReady",
+    ("192.0.2.110:10250", "peer-old-false"): "IP-reuse loser, Ready=False",
+    ("192.0.2.111:10250", "peer-old-unknown"): "IP-reuse loser, Ready=Unknown",
+}
+PODS_ONLY_PROMETHEUS = {
+    ("192.0.2.152:24231", "fluentd-notready"): "not ready",
+    ("192.0.2.153:24231", "fluentd-pending"): "not running",
+    ("192.0.2.154:24231", "fluentd-leaving"): "terminating",
+}
+PODS_ONLY_OURS = {  # the pod role reads status.podIP only: a pod's second family is invisible to it
+    ("[2001:db8::150]:24231", "fluentd-dual"): "second family (podIPs)",
+}
+
+
+NODES_BOTH = {"peer-ready", "peer-v6only", "peer-new-false", "peer-new-unknown"}
+PODS_BOTH = {"fluentd-dual", "fluentd-v4"}
+
+
+@pytest.mark.parametrize("theirs, ours, only_theirs, only_ours, common", [
+    ("k8s-nodes", "sd-kubelet", NODES_ONLY_PROMETHEUS, {}, NODES_BOTH),
+    ("k8s-pods", "sd-fluentd", PODS_ONLY_PROMETHEUS, PODS_ONLY_OURS, PODS_BOTH),
+], ids=["node-role", "pod-role"])
+def test_labels_and_targets_side_by_side_with_kubernetes_sd(peers, theirs, ours, only_theirs, only_ours, common):
+    _, srv, prom, _ = peers
+
+    def both() -> tuple[dict, dict]:
+        a, b = discovered(prom, theirs), discovered(prom, ours)
+        assert set(a) - set(b) == set(only_theirs) and set(b) - set(a) == set(only_ours), (sorted(a), sorted(b))
+        return a, b
+
+    a, b = prom.eventually(both, f"{theirs} and {ours} differ by exactly the named targets", timeout=60, extra=srv.log)
+    assert {name for _, name in set(a) & set(b)} == common
+    for key in set(a) & set(b):
+        ours_k8s = {k: v for k, v in b[key].items() if k.startswith("__meta_kubernetes_")}
+        theirs_same = {k: a[key].get(k) for k in ours_k8s}
+        assert ours_k8s == theirs_same, f"{key}: our labels differ from Prometheus' {theirs}"
+
+
+def kubelet_endpoints(cp: ControlPlane) -> dict[str, set[str]]:
+    """What the operator wrote: node name → its addresses, from the Endpoints and the
+    EndpointSlices of kube-system/kubelet (the same, or the test says where they differ)."""
+    eps = cp.request("GET", "/api/v1/namespaces/kube-system/endpoints/kubelet")
+    from_endpoints: dict[str, set[str]] = {}
+    for subset in eps.get("subsets") or []:
+        for a in subset.get("addresses") or []:
+            from_endpoints.setdefault(a["targetRef"]["name"], set()).add(a["ip"])
+    slices = cp.request("GET", "/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices"
+                        "?labelSelector=kubernetes.io/service-name=kubelet")
+    from_slices: dict[str, set[str]] = {}
+    for s in slices["items"]:
+        for e in s.get("endpoints") or []:
+            from_slices.setdefault(e["targetRef"]["name"], set()).update(e["addresses"])
+    return {"endpoints": from_endpoints, "endpointslices": from_slices}
+
+
+def test_prometheus_operator_kubelet_endpoints_scenario_by_scenario(peers):
+    cp, srv, _, operator = peers
+    served = {g["labels"]["__meta_kubernetes_node_name"]: set(g["targets"]) for g in srv.get("/targets/kubelet").json()}
+    assert served == {
+        "peer-ready": {"192.0.2.100:10250"},
+        "peer-v6only": {"[2001:db8::100]:10250"},
+        "peer-new-false": {"192.0.2.110:10250"},
+        "peer-new-unknown": {"192.0.2.111:10250"},
+    }
+
+    def written() -> dict[str, dict[str, set[str]]]:
+        got = kubelet_endpoints(cp)
+        assert "peer-new-unknown" in got["endpointslices"], got
+        return got
+
+    got = eventually(written, 60, what=f"the operator's kubelet Endpoints\n{operator.log.read_text()[-3000:]}")
+    # What prometheus-operator v0.93 does, scenario by scenario (README, "Why not the built-in options").
+    # Endpoints (what a ServiceMonitor on the kubelet Service reads): a lone NotReady node is kept;
+    # a Ready=False twin is kept beside the new node on its IP (that IP is scraped twice, the dead
+    # node's labels on one copy); a Ready=Unknown twin is dropped; the IPv6-only node is there.
+    assert got["endpoints"] == {
+        "peer-ready": {"192.0.2.100"},
+        "peer-notready": {"192.0.2.101"},
+        "peer-old-false": {"192.0.2.110"},
+        "peer-new-false": {"192.0.2.110"},
+        "peer-new-unknown": {"192.0.2.111"},
+        "peer-v6only": {"2001:db8::100"},
+    }, got
+    # EndpointSlices hold one endpoint per IP: of the Ready=False twin and the new node, whichever
+    # the operator's node list (an informer cache, unordered) gives last, not the Ready one.
+    slices = dict(got["endpointslices"])
+    twin = [n for n in ("peer-old-false", "peer-new-false") if slices.pop(n, None) == {"192.0.2.110"}]
+    assert len(twin) == 1, got
+    assert slices == {n: a for n, a in got["endpoints"].items() if n not in ("peer-old-false", "peer-new-false")}, got
