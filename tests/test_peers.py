@@ -8,17 +8,20 @@ discovered labels keep the original address); the objects use documentation addr
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import gzip
 import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from sdtest.controlplane import ControlPlane, wall_clock_second_after
 from sdtest.factories import make_node, make_pod
-from sdtest.helpers import FAST, Server, eventually, free_port, terminate
+from sdtest.helpers import FAST, ROOT, Server, eventually, free_port, terminate
 from sdtest.promtest import Prometheus, prometheus_binary
 from sdtest.upstream import program
 
@@ -236,3 +239,90 @@ def test_prometheus_operator_kubelet_endpoints_scenario_by_scenario(peers):
     twin = [n for n in ("peer-old-false", "peer-new-false") if slices.pop(n, None) == {"192.0.2.110"}]
     assert len(twin) == 1, got
     assert slices == {n: a for n, a in got["endpoints"].items() if n not in ("peer-old-false", "peer-new-false")}, got
+
+
+def prometheus_resource(shards: int) -> dict:
+    return {
+        "apiVersion": "monitoring.coreos.com/v1", "kind": "Prometheus",
+        "metadata": {"name": "k8s", "namespace": "monitoring"},
+        "spec": {"shards": shards, "serviceAccountName": "prometheus-k8s",
+                 "scrapeConfigSelector": {}, "scrapeConfigNamespaceSelector": {},
+                 "serviceMonitorSelector": {}, "serviceMonitorNamespaceSelector": {}},
+    }
+
+
+def generated_config(cp: ControlPlane) -> dict:
+    """The configuration the operator generated for Prometheus monitoring/k8s (its Secret)."""
+    secret = cp.request("GET", "/api/v1/namespaces/monitoring/secrets/prometheus-k8s")
+    return yaml.safe_load(gzip.decompress(base64.b64decode(secret["data"]["prometheus.yaml.gz"])))
+
+
+def runnable(config: dict, sd_base: str, shard: int) -> dict:
+    """The generated configuration as this test may run it: the Service URL pointed at the loopback
+    server, $(SHARD) filled in as the config-reloader does, every scrape address sent to a closed
+    loopback port (after the operator's own relabeling, hashmod included), no remote services."""
+    text = yaml.safe_dump(config).replace("http://kube-http-sd.monitoring.svc:8080", sd_base).replace("$(SHARD)", str(shard))
+    config = yaml.safe_load(text)
+    for job in config.get("scrape_configs") or []:
+        job.pop("kubernetes_sd_configs", None)
+        job["relabel_configs"] = (job.get("relabel_configs") or []) + rewrite_to_closed_port()
+        for key in ("authorization", "tls_config", "bearer_token_file"):
+            job.pop(key, None)
+    for key in ("alerting", "rule_files", "remote_write", "remote_read"):
+        config.pop(key, None)
+    return config
+
+
+@pytest.mark.parametrize("overlay, shards", [("prometheus-operator", 1), ("prometheus-operator-sharded", 2)])
+def test_our_prometheus_operator_manifests_for_real(peers, tmp_path, overlay, shards):
+    cp, srv, _, _ = peers
+    cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-",
+               input=subprocess.run([program("prometheus-operator"), "crds"], capture_output=True, text=True, check=True).stdout)
+    cp.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+    cp.ensure_namespace("monitoring")
+    cp.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(ROOT / "deploy" / overlay))  # real schema validation
+    # No controller-manager runs: publish kube-root-ca.crt (the kubelet ScrapeConfigs' CA) and fill
+    # their token Secret, as its root-CA publisher and token controller would.
+    if cp.api.get("/api/v1/namespaces/monitoring/configmaps/kube-root-ca.crt").status_code == 404:
+        cp.request("POST", "/api/v1/namespaces/monitoring/configmaps",
+                   {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kube-root-ca.crt"},
+                    "data": {"ca.crt": cp.ca_file.read_text()}})
+    cp.kubectl("create", "serviceaccount", "prometheus-k8s", "-n", "monitoring", check=False)
+    token = cp.token("monitoring", "prometheus-k8s")
+    cp.request("PATCH", "/api/v1/namespaces/monitoring/secrets/kube-http-sd-kubelet-scrape-token",
+               {"data": {"token": base64.b64encode(token.encode()).decode()}}, "application/merge-patch+json")
+    cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=yaml.safe_dump(prometheus_resource(shards)))
+    operator = Operator(cp, tmp_path)  # started after the CRDs: its Prometheus controller runs
+    try:
+        def rendered() -> dict:
+            config = generated_config(cp)
+            jobs = {j["job_name"]: j for j in config.get("scrape_configs") or []}
+            assert {"scrapeConfig/monitoring/kube-http-sd-kubelet", "scrapeConfig/monitoring/kube-http-sd-fluentd"} <= set(jobs), jobs
+            url = jobs["scrapeConfig/monitoring/kube-http-sd-fluentd"]["http_sd_configs"][0]["url"]
+            assert ("shards=2&shard=$(SHARD)" in url) == (shards == 2), url
+            return config
+
+        config = eventually(rendered, 90, what=f"the operator's generated configuration\n{operator.log.read_text()[-3000:]}")
+    finally:
+        operator.stop()
+        # No garbage collector runs: the generated Secret would outlive its Prometheus.
+        cp.api.delete("/apis/monitoring.coreos.com/v1/namespaces/monitoring/prometheuses/k8s")
+        cp.api.delete("/api/v1/namespaces/monitoring/secrets/prometheus-k8s")
+
+    served = {name: {t for g in srv.get(f"/targets/{name}").json() for t in g["targets"]} for name in ("kubelet", "fluentd")}
+    found: dict[str, list[str]] = {"kubelet": [], "fluentd": []}
+    for shard in range(shards):
+        with Prometheus(runnable(config, srv.base, shard), tmp_path / f"prometheus-{shard}", prometheus_binary()) as prom:
+            prom.wait_ready()
+            job = {"kubelet": "scrapeConfig/monitoring/kube-http-sd-kubelet", "fluentd": "scrapeConfig/monitoring/kube-http-sd-fluentd"}
+
+            def discovered_all() -> dict[str, list[str]]:
+                got = {name: sorted(t["discoveredLabels"]["__address__"] for t in prom.active_targets(j)) for name, j in job.items()}
+                assert all(got.values()), got
+                return got
+
+            got = prom.eventually(discovered_all, f"shard {shard} discovers our targets", timeout=60, extra=srv.log)
+            for name in found:
+                found[name] += got[name]
+    for name, targets in found.items():
+        assert sorted(targets) == sorted(served[name]), f"{overlay} {name}: the shards' union is not the set, each once"
