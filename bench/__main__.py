@@ -13,6 +13,7 @@ which budgets hold; the exit status is 0. Progress goes to stderr, the table to 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
@@ -25,7 +26,7 @@ from typing import Any, Callable
 
 from bench.harness import PYSPY, T_START, Context, MachineLoad, Sizes, log, print_table
 from bench.scenarios import (attach_metadata, event_throughput, freshness, initial_sync, large, memory, real_apiserver,
-                             serving, sharding, streaming_list)
+                             serving, sharding, shards_cost, streaming_list)
 
 SCENARIOS: dict[str, Callable[[Context], None]] = {
     "initial_sync": initial_sync.run,
@@ -38,6 +39,7 @@ SCENARIOS: dict[str, Callable[[Context], None]] = {
     "attach_metadata": attach_metadata.run,
     "large": large.run,
     "real_apiserver": real_apiserver.run,
+    "shards_cost": shards_cost.run,
 }
 
 
@@ -47,11 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="1 run, smaller sizes: a smoke test")
     parser.add_argument("--only", help=f"comma-separated scenarios: {', '.join(SCENARIOS)}")
     parser.add_argument("--runs", type=int, help="runs per scenario (default 3; --quick: 1)")
+    parser.add_argument("--churn-seconds", type=float, help="shards_cost's churn phase (default 300; --quick: 15)")
     parser.add_argument("--json", help="also write the results as JSON to this file")
     parser.add_argument("--profile", help="write py-spy raw profiles of the server (first run) into this directory "
                                           "(numbers taken while profiling are slightly pessimistic)")
     args = parser.parse_args(argv)
     sizes = Sizes.quick() if args.quick else Sizes()
+    if args.churn_seconds:
+        sizes = dataclasses.replace(sizes, churn_seconds=args.churn_seconds)
     runs = args.runs or (1 if args.quick else 3)
     names = [n.strip() for n in args.only.split(",")] if args.only else list(SCENARIOS)
     unknown = [n for n in names if n not in SCENARIOS]
