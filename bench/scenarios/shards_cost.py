@@ -22,6 +22,10 @@ from sdtest.controlplane import ControlPlane
 from sdtest.promtest import Prometheus, prometheus_binary
 
 CLOSED_PORT = free_port()
+# http_sd's refresh interval: a freshness-minded setting (Prometheus' default is 60s). Every refresh
+# hands Prometheus the whole shard, which it re-processes: at 1s and 5,000 nodes its memory and the
+# time to apply a change grow (bench/README.md).
+REFRESH = "5s"
 POD_SELECTOR = "app.kubernetes.io/name=fluentd"
 
 
@@ -50,7 +54,7 @@ def prometheus_config(setup: str, n: int, shard: int, kubeconfig: str, sd_base: 
         extra = [{"source_labels": ["__meta_kubernetes_pod_container_port_name"], "regex": "monitor|", "action": "keep"}]
     else:
         jobs = [{"job_name": name, "http_sd_configs": [{"url": f"{sd_base}/targets/{name}?shards={n}&shard={shard}",
-                                                        "refresh_interval": "1s"}]} for name in ("kubelet", "fluentd")]
+                                                        "refresh_interval": REFRESH}]} for name in ("kubelet", "fluentd")]
         extra = []
     for job in jobs:
         job["relabel_configs"] = [dict(r, regex=str(shard)) if r.get("regex") == "$(SHARD)" else r
