@@ -12,6 +12,7 @@ from sd.kinds import nodes
 from sd.kube.client import (
     ClusterConfig,
     NoClusterConfig,
+    TokenFile,
     api_client,
     find_cluster,
     list_call,
@@ -146,3 +147,21 @@ def test_only_kubernetes_asyncio_config_modules_are_loaded_and_the_package_stays
     assert [m for m in result["ours"] if m.startswith(("kubernetes_asyncio.client.models", "kubernetes_asyncio.client.api"))
             and m != "kubernetes_asyncio.client.api_client"] == []
     assert result["full"]
+
+
+def test_the_in_cluster_token_file_is_read_again_each_minute_and_at_once_after_a_401(tmp_path):
+    token = tmp_path / "token"
+    token.write_text("token-1\n")
+    now = [100.0]
+    tokens = TokenFile(str(token), clock=lambda: now[0])
+    assert tokens.value() == "token-1"
+    token.write_text("token-2")  # rotated by the kubelet
+    now[0] += 59
+    assert tokens.value() == "token-1"  # read again once a minute...
+    now[0] += 1
+    assert tokens.value() == "token-2"
+    token.write_text("token-3")
+    tokens.rejected(since=now[0] - 5)  # ...a 401 to a request sent before the last read: not stale
+    assert tokens.value() == "token-2"
+    tokens.rejected(since=now[0])  # a 401 to the current token: at once
+    assert tokens.value() == "token-3"
