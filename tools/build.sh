@@ -13,7 +13,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${KUBE_HTTP_SD_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/kube-http-sd/tools}
-export GOTOOLCHAIN=${GOTOOLCHAIN:-local} CGO_ENABLED=0 GOFLAGS=-mod=mod
+export GOTOOLCHAIN=${GOTOOLCHAIN:-local} CGO_ENABLED=0 GOFLAGS="-mod=mod -buildvcs=false"
 
 if ! command -v go >/dev/null; then
   echo "tools/build.sh: go is not installed; the upstream programs are built with Go 1.26" >&2
