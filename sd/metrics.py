@@ -2,7 +2,7 @@
 
 Counters are updated where things happen (feeds, renders, HTTP); gauges that
 describe current state (targets, conflicts, excluded objects, source health) are
-read at scrape time from the sets' ``stats()`` and the sources' ``SourceStatus``,
+read at scrape time from ``sd.views`` (each set's ``stats``, the sources' ``SourceStatus``),
 each written in one place, so the pure core never imports prometheus_client.
 """
 
@@ -147,9 +147,11 @@ class _StateCollector(Collector):
             "When the source last finished a full list or received a watch event or bookmark.",
             labels=["source"],
         )
-        sources = {}
-        for ts in list(self._sets.values()):
-            stats = ts.stats()
+        from sd.views import stats as set_stats, statuses
+
+        sets = list(self._sets.values())
+        for ts in sets:
+            stats = set_stats(ts)
             for (family, result), count in stats.probes.items():
                 probes.add_metric([ts.name, family, result], count)
             for family, count in stats.targets.items():
@@ -160,8 +162,7 @@ class _StateCollector(Collector):
             conflicts.add_metric([ts.name], stats.conflicts)
             resolved.add_metric([ts.name], stats.conflicts_resolved)
             synced.add_metric([ts.name], 1 if stats.synced else 0)
-            sources.update((s.name, s) for s in ts.sources)
-        for name, status in sorted(sources.items()):
+        for name, status in statuses(sets).items():
             for p in PHASES:
                 phase.add_metric([name, p.value], 1 if status.phase == p else 0)
             failing.add_metric([name], 1 if status.failing else 0)

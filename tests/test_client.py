@@ -61,7 +61,7 @@ async def test_in_cluster_config_over_ipv6_tls_with_a_token_file(tls_api, monkey
     feed = next(f for f in service.feeds.values() if f.kind is nodes.KIND)
     client = await api_client(cluster)
     assert client.configuration.host == f"https://[::1]:{api.port}"
-    informer = Informer(feed.name, list_call(client, feed.source.api_path), feed, FAST)
+    informer = Informer(feed.name, list_call(client, feed.list_watch.api_path), feed.decode, feed, FAST)
     task = asyncio.create_task(informer.run())
     try:
         await until(lambda: feed.status.synced and "10.0.0.1" in sets["kubelet"].index.winners)

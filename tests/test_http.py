@@ -132,13 +132,17 @@ async def test_healthz_fails_when_the_sources_task_ends():
     from sd.config import default_config
     from sd.http.app import create_app
     from sd.metrics import Metrics
-    from sd.targets import TargetSet
+    from sd.service import Service
 
-    async def crashes() -> None:
-        raise RuntimeError("informer bug")
+    def driver(feed):
+        async def crashes() -> None:
+            if feed.name == "nodes":
+                raise RuntimeError("informer bug")
+            await asyncio.Event().wait()
+        return crashes
 
-    sets = {name: TargetSet(sc) for name, sc in default_config().targets.items()}
-    app = create_app(sets, Metrics(), crashes)
+    metrics = Metrics()
+    app = create_app(Service(default_config(), metrics), metrics, driver)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sd") as client:
             loop = asyncio.get_running_loop()
@@ -146,7 +150,7 @@ async def test_healthz_fails_when_the_sources_task_ends():
             while (resp := await client.get("/healthz")).status_code != 500:
                 assert loop.time() < deadline, resp.text
                 await asyncio.sleep(0.01)
-    assert resp.text == "background task stopped: sources\n"
+    assert resp.text == "background task stopped: nodes\n"
 
 
 def test_a_trailing_slash_is_a_404_never_a_redirect_to_the_host_header(server):
@@ -189,7 +193,7 @@ def prometheus_hashmod(value: str, modulus: int) -> int:
 
 
 def test_hashmod_matches_prometheus_relabel_tests():
-    from sd.targets import hashmod
+    from sd.shards import hashmod
 
     assert hashmod("baz", 1000) == 976  # model/relabel/relabel_test.go
     assert hashmod("foo\nbar", 1000) == 734

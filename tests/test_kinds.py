@@ -5,15 +5,9 @@ import copy
 import pytest
 
 from sd.kinds import nodes, pods
-from sd.kinds.common import (
-    BAD_FIELD,
-    BAD_OBJECT,
-    INVALID_IP,
-    LINK_LOCAL_IP,
-    UNSPECIFIED_IP,
-    Port,
-    normalize_ip,
-)
+from sd.kinds.ips import normalize_ip
+from sd.kinds.kind import Port
+from sd.kinds.reports import BAD_FIELD, BAD_OBJECT, INVALID_IP, LINK_LOCAL_IP, UNSPECIFIED_IP
 from sdtest.factories import make_node, make_pod
 
 parse_node, parse_pod = nodes.KIND.parse, pods.KIND.parse
@@ -308,12 +302,12 @@ def test_pod_reuses_previous_labels():
 
 
 def test_equal_label_pairs_and_conditions_are_one_tuple_shared_by_records_and_the_table_stays_bounded():
-    from sd.kinds import common
+    from sd.kinds import shared
 
     a = parse_node(make_node("n1", ["192.0.2.1"], labels={"zone": "a", "name": "n1"}))
     b = parse_node(make_node("n2", ["192.0.2.2"], labels={"zone": "a", "name": "n2"}))
     assert dict(a.labels)["zone"] == "a" and [p for p in a.labels if p[0] == "zone"][0] is [p for p in b.labels if p[0] == "zone"][0]
     assert a.conditions is b.conditions
-    for i in range(common.SHARED_MAX + 10):
+    for i in range(shared.SHARED_MAX + 10):
         parse_node(make_node(f"m{i}", ["192.0.2.3"], labels={"unique": str(i)}))
-    assert len(common._SHARED) <= common.SHARED_MAX
+    assert shared.held() <= shared.SHARED_MAX

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import Any
 
-from sd.kinds.common import BAD_FIELD, BAD_OBJECT, META, READINESS_WHY
-from sd.kinds.common import NOTHING, Allowlist, Fields, Kind, Port, Report
-from sd.kinds.common import add_pairs, conditions, field_reader, get_dict, get_list, get_str, ignore, is_ip, text
-from sd.kinds.common import listed, normalize_ip, object_annotations, object_labels, port_number, preview, readiness
-from sd.kinds.common import NO_PART, RawPart, Watched, WatchedCondition, sanitize, timestamp
-
 import msgspec
+
+from sd.kinds.fields import Fields, conditions, field_reader, get_dict, get_list, port_number, text
+from sd.kinds.ips import is_ip, normalize_ip
+from sd.kinds.kind import READINESS_WHY, Kind, Port, readiness
+from sd.kinds.labels import META, NOTHING, Allowlist, add_pairs, listed, sanitize
+from sd.kinds.meta import identify, read_meta
+from sd.kinds.reports import BAD_FIELD, Report, ignore, preview
+from sd.kinds.shared import intern
+from sd.kube.events import NO_PART, RawPart, Watched, WatchedCondition
 
 NODE_NAME = META + "node_name"
 NODE_PROVIDER_ID = META + "node_provider_id"
@@ -27,9 +29,6 @@ INTERNAL_IP = "InternalIP"
 EXTERNAL_IP = "ExternalIP"
 _HOSTNAME_TYPES = ("Hostname", "InternalDNS", "ExternalDNS")
 KUBELET_PORT = "kubelet"  # the port name under which the kubelet endpoint is offered
-
-_intern = sys.intern
-
 
 @dataclass(frozen=True, slots=True)
 class NodeRecord:
@@ -89,42 +88,31 @@ class Nodes(Kind[NodeRecord]):
     def parse(
         self, raw: Any, report: Report = ignore, previous: NodeRecord | None = None, annotations: Allowlist = NOTHING
     ) -> NodeRecord | None:
-        meta = get_dict(raw, "metadata") if isinstance(raw, dict) else None
-        name = get_str(meta, "name")
-        if meta is None or not name:
-            report(BAD_OBJECT, f"node: object without metadata.name skipped: {preview(raw)}")
+        who = identify(raw, self.singular, self.namespaced, report)
+        if who is None:
             return None
-        where = f"node/{name}"
+        where = who.where
         f = Fields(report, previous)
         status = f.section(raw, "status", where, ("conditions", "ready", "addresses", "ports"), required=True)
-        f.at = ("conditions", "ready")
-        conds = conditions(status, where, f, previous.conditions if previous else None)
-        f.at = ("addresses",)
-        addresses = _addresses(status, where, f)
-        f.at = ("ports",)
-        ports = _kubelet_port(status, where, f)
+        conds = conditions(status, where, f.filling("conditions", "ready"), previous.conditions if previous else None)
+        addresses = _addresses(status, where, f.filling("addresses"))
+        ports = _kubelet_port(status, where, f.filling("ports"))
         spec = f.section(raw, "spec", where, ("provider_id",))
-        f.at = ("provider_id",)
-        provider_id = text(spec, "providerID", where, f, "spec.providerID")
-        f.at = ("created",)
-        created = timestamp(meta, "creationTimestamp", where, f)
-        f.at = ("labels",)
-        labels = object_labels(meta, where, f, previous.labels if previous else None)
-        f.at = ("annotations",)
-        kept = object_annotations(meta, annotations, where, f, previous.annotations if previous else None)
+        provider_id = text(spec, "providerID", where, f.filling("provider_id"), "spec.providerID")
+        meta = read_meta(who, f, annotations)
         return f.finish(
             NodeRecord(
-                name=name,
-                uid=get_str(meta, "uid"),
-                created=created,
-                terminating=meta.get("deletionTimestamp") is not None,
+                name=who.name,
+                uid=meta.uid,
+                created=meta.created,
+                terminating=meta.terminating,
                 ready=dict(conds).get("Ready", ""),
                 conditions=conds,
                 addresses=addresses,
-                labels=labels,
+                labels=meta.labels,
                 provider_id=provider_id,
                 ports=ports,
-                annotations=kept,
+                annotations=meta.annotations,
             )
         )
 
@@ -161,11 +149,11 @@ def _addresses(status: dict, where: str, report: Report) -> tuple[tuple[str, str
         kind, value = item["type"], item.get("address")
         if kind in _HOSTNAME_TYPES:
             if isinstance(value, str) and value:
-                addresses.append((_intern(kind), value))
+                addresses.append((intern(kind), value))
             continue
         ip = normalize_ip(value, f"{where}: status.addresses[{i}].address", report)
         if ip is not None:
-            addresses.append((_intern(kind), ip))
+            addresses.append((intern(kind), ip))
     return tuple(addresses)
 
 
@@ -180,55 +168,3 @@ def _kubelet_port(status: dict, where: str, report: Report) -> tuple[tuple[str, 
 
 
 KIND = Nodes()
-
-
-class Directory:
-    """The nodes one node watch delivers, for sets that attach node metadata to their
-    targets (``attach_metadata: {node: true}``). It is read like a target set by its feed;
-    when a node's labels or annotations change, appear or go, it tells its listeners the
-    node's name, so that only the targets of objects on that node are rebuilt."""
-
-    def __init__(self) -> None:
-        self.records: dict[str, NodeRecord] = {}
-        self.sources: list[Any] = []  # the SourceStatus of its feed
-        self.listeners: list[Any] = []  # the sets attached to it (node_changed, source_synced)
-
-    def labels(self, name: str, annotations: Allowlist) -> dict[str, str]:
-        """The attached labels of node ``name``; {} while it is not known."""
-        node = self.records.get(name)
-        return KIND.attached_labels(node, annotations) if node is not None else {}
-
-    # -- read by its feed, like a target set ---------------------------------------------
-
-    def add_source(self, status: Any) -> None:
-        self.sources.append(status)
-
-    def source_synced(self) -> None:
-        for ts in self.listeners:
-            ts.source_synced()
-
-    def record(self, key: str) -> NodeRecord | None:
-        return self.records.get(key)
-
-    def upsert(self, record: NodeRecord) -> None:
-        old = self.records.get(record.name)
-        self.records[record.name] = record
-        # Heartbeats reuse the stored label tuples: `is` settles almost every event.
-        if old is None or not (old.labels is record.labels or old.labels == record.labels) or old.annotations != record.annotations:
-            self._changed(record.name)
-
-    def delete(self, key: str) -> None:
-        if self.records.pop(key, None) is not None:
-            self._changed(key)
-
-    def replace(self, records: list[NodeRecord], keys: set[str] | None = None) -> None:
-        seen = set()
-        for record in records:
-            seen.add(record.name)
-            self.upsert(record)
-        for key in set(self.records if keys is None else keys) - seen:
-            self.delete(key)
-
-    def _changed(self, name: str) -> None:
-        for ts in self.listeners:
-            ts.node_changed(name)

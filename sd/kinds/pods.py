@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from sd.kinds.common import BAD_FIELD, BAD_OBJECT, META, READINESS_WHY
-from sd.kinds.common import NOTHING, Allowlist, Fields, Kind, Port, Report
-from sd.kinds.common import add_pairs, conditions, field_reader, get_dict, get_list, get_str, ignore
-from sd.kinds.common import listed, normalize_ip, object_annotations, object_labels, port_number, preview, readiness
-from sd.kinds.common import NO_PART, RawPart, Watched, WatchedCondition, text, timestamp
-
 import msgspec
+
+from sd.kinds.fields import Fields, conditions, field_reader, get_list, get_str, port_number, text
+from sd.kinds.ips import normalize_ip
+from sd.kinds.kind import READINESS_WHY, Kind, Port, readiness
+from sd.kinds.labels import META, NOTHING, Allowlist, add_pairs, listed
+from sd.kinds.meta import identify, read_meta
+from sd.kinds.reports import BAD_FIELD, Report, ignore, preview
+from sd.kinds.shared import intern
+from sd.kube.events import NO_PART, RawPart, Watched, WatchedCondition
 
 NAMESPACE = META + "namespace"
 POD_NAME = META + "pod_name"
@@ -41,9 +43,6 @@ NOT_RUNNING = "not_running"
 FINISHED = "finished"
 _FINISHED_PHASES = ("Succeeded", "Failed")
 
-_intern = sys.intern
-
-
 @dataclass(frozen=True, slots=True)
 class PodRecord:
     namespace: str
@@ -65,7 +64,6 @@ class PodRecord:
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
-
 
     def ips(self, address_types: tuple[str, ...] = ()) -> tuple[str, ...]:
         return self.pod_ips
@@ -121,52 +119,38 @@ class Pods(Kind[PodRecord]):
     def parse(
         self, raw: Any, report: Report = ignore, previous: PodRecord | None = None, annotations: Allowlist = NOTHING
     ) -> PodRecord | None:
-        meta = get_dict(raw, "metadata") if isinstance(raw, dict) else None
-        name, namespace = get_str(meta, "name"), get_str(meta, "namespace")
-        if meta is None or not name or not namespace:
-            report(BAD_OBJECT, f"pod: object without metadata.name/namespace skipped: {preview(raw)}")
+        who = identify(raw, self.singular, self.namespaced, report)
+        if who is None:
             return None
-        where = f"pod/{namespace}/{name}"
+        where = who.where
         f = Fields(report, previous)
         status = f.section(raw, "status", where, ("ready", "phase", "host_ip", "pod_ips"), required=True)
-        f.at = ("ready",)
-        ready = dict(conditions(status, where, f, None)).get("Ready", "")
-        f.at = ("phase",)
-        phase = _intern(text(status, "phase", where, f, "status.phase"))
-        f.at = ("host_ip",)
-        host_ip = text(status, "hostIP", where, f, "status.hostIP")
-        f.at = ("pod_ips",)
-        pod_ips = _pod_ips(status, where, f)
+        ready = dict(conditions(status, where, f.filling("ready"), None)).get("Ready", "")
+        phase = intern(text(status, "phase", where, f.filling("phase"), "status.phase"))
+        host_ip = text(status, "hostIP", where, f.filling("host_ip"), "status.hostIP")
+        pod_ips = _pod_ips(status, where, f.filling("pod_ips"))
         spec = f.section(raw, "spec", where, ("node_name", "ports"))
-        f.at = ("node_name",)
-        node_name = text(spec, "nodeName", where, f, "spec.nodeName")
-        f.at = ("ports",)
-        ports = _container_ports(spec, status, where, f)
-        f.at = ("controller_kind", "controller_name")
-        controller_kind, controller_name = _controller(meta, where, f)
-        f.at = ("created",)
-        created = timestamp(meta, "creationTimestamp", where, f)
-        f.at = ("labels",)
-        labels = object_labels(meta, where, f, previous.labels if previous else None)
-        f.at = ("annotations",)
-        kept = object_annotations(meta, annotations, where, f, previous.annotations if previous else None)
+        node_name = text(spec, "nodeName", where, f.filling("node_name"), "spec.nodeName")
+        ports = _container_ports(spec, status, where, f.filling("ports"))
+        controller_kind, controller_name = _controller(who.meta, where, f.filling("controller_kind", "controller_name"))
+        meta = read_meta(who, f, annotations)
         return f.finish(
             PodRecord(
-                namespace=_intern(namespace),
-                name=name,
-                uid=get_str(meta, "uid"),
-                created=created,
-                terminating=meta.get("deletionTimestamp") is not None,
+                namespace=who.namespace,
+                name=who.name,
+                uid=meta.uid,
+                created=meta.created,
+                terminating=meta.terminating,
                 ready=ready,
                 phase=phase,
                 node_name=node_name,
                 host_ip=host_ip,
                 pod_ips=pod_ips,
-                labels=labels,
-                controller_kind=_intern(controller_kind),
+                labels=meta.labels,
+                controller_kind=intern(controller_kind),
                 controller_name=controller_name,
                 ports=ports,
-                annotations=kept,
+                annotations=meta.annotations,
             )
         )
 
@@ -262,8 +246,8 @@ def _container_ports(
                 number = port_number(item.get("containerPort"), f"{where}: spec.{field}[{ci}].ports[{pi}].containerPort", report)
                 if number is not None and item["name"] not in ports:
                     protocol = item.get("protocol") if isinstance(item.get("protocol"), str) else "TCP"
-                    ports[_intern(item["name"])] = Port(
-                        number, _intern(cname), _intern(protocol), _intern(get_str(container, "image")), init, ids.get(cname, "")
+                    ports[intern(item["name"])] = Port(
+                        number, intern(cname), intern(protocol), intern(get_str(container, "image")), init, ids.get(cname, "")
                     )
     return tuple(ports.items())
 
