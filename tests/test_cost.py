@@ -13,7 +13,7 @@ from typing import Any, Callable
 import orjson
 import pytest
 
-from sd.config import KubeSettings, default_config
+from sd.config import default_config
 from sd.kinds import nodes, pods
 from sd.kinds.labels import Allowlist
 from sd.kube.client import api_client, list_call
@@ -21,10 +21,9 @@ from sd.kube.informer import Informer
 from sd.metrics import Metrics
 from sd.service import Service
 from sdtest.factories import make_node, make_pod
+from sdtest.helpers import FAST_SETTINGS, until
 from sdtest.kubeapi import FakeKubeAPI
 
-FAST = KubeSettings(page_size=10, watch_timeout_seconds=(5, 10), read_timeout_seconds=5,
-                    backoff_initial_seconds=0.05, backoff_max_seconds=0.2)
 
 
 class CountingParse:
@@ -41,12 +40,6 @@ class CountingParse:
         monkeypatch.setattr(kind, "parse", parse)
 
 
-async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        assert loop.time() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.01)
 
 
 def heartbeat(node: dict[str, Any], at: str) -> dict[str, Any]:
@@ -64,7 +57,7 @@ async def test_a_heartbeat_is_not_parsed_once_its_object_was_seen_in_a_watch_eve
         service = Service(default_config(), Metrics())
         feed = next(f for f in service.feeds.values() if f.kind is nodes.KIND)
         client = await api_client(_kubeconfig(api, tmp_path))
-        informer = Informer(feed.name, list_call(client, feed.list_watch.api_path), feed.decode, feed, FAST)
+        informer = Informer(feed.name, list_call(client, feed.list_watch.api_path), feed.decode, feed, FAST_SETTINGS)
         task = asyncio.create_task(informer.run())
         try:
             await until(lambda: feed.status.synced)

@@ -249,4 +249,6 @@ def test_bad_shard_parameters_are_a_json_400(server, query, says):
 
 
 def test_unrelated_query_parameters_are_ignored(server):
-    assert server.get("/targets/kubelet?foo=bar").content == server.get("/targets/kubelet").content
+    plain, extra = server.get("/targets/kubelet"), server.get("/targets/kubelet?foo=bar")
+    assert plain.status_code == extra.status_code == 200
+    assert extra.content == plain.content and plain.json()

@@ -11,7 +11,7 @@ import textwrap
 import pytest
 
 from sdtest.factories import make_node, make_pod
-from sdtest.helpers import FAST, Server, eventually
+from sdtest.helpers import FAST, Server, eventually, metric_sum
 from sdtest.kubeapi import FakeKubeAPI
 
 KUBELET_ONLY = FAST + textwrap.dedent(
@@ -52,13 +52,6 @@ def reload(srv: Server, count: int) -> None:
     eventually(lambda: srv.log().count("config reload") >= count, what=f"reload {count} handled")
 
 
-def metric(srv: Server, name: str) -> float:
-    for line in srv.get("/metrics").text.splitlines():
-        if line.split(" ")[0] == name:
-            return float(line.rsplit(" ", 1)[1])
-    raise KeyError(name)
-
-
 def test_sighup_applies_a_new_config_keeping_unchanged_sets_and_sources(api, running):
     srv, config = running
     kubelet = srv.get("/targets/kubelet")
@@ -87,7 +80,7 @@ def test_sighup_applies_a_new_config_keeping_unchanged_sets_and_sources(api, run
     pool = eventually(lambda: (r := srv.get("/targets/pool-a")).status_code == 200 and r.json(), what="pool-a synced")
     assert [g["targets"][0] for g in pool] == ["192.0.2.1:9100"]
     assert lists(api) == 1 and lists(api, "pool=a") == 1
-    assert metric(srv, "kube_http_sd_config_last_reload_successful") == 1.0
+    assert metric_sum(srv, "kube_http_sd_config_last_reload_successful") == 1.0
 
     # A set removed from the file is no longer served, and its source stops.
     config.write_text(KUBELET_ONLY)
@@ -106,8 +99,8 @@ def test_sighup_with_an_invalid_config_keeps_the_running_one(running):
     assert f"config reload refused, keeping the running config: {config}: targets.kubelet.port: must be 1-65535, got 0" in srv.log()
     assert srv.proc.poll() is None
     assert srv.get("/targets/kubelet").content == before
-    assert metric(srv, "kube_http_sd_config_last_reload_successful") == 0.0
-    assert metric(srv, 'kube_http_sd_config_reloads_total{result="failed"}') == 1.0
+    assert metric_sum(srv, "kube_http_sd_config_last_reload_successful") == 0.0
+    assert metric_sum(srv, 'kube_http_sd_config_reloads_total{result="failed"}') == 1.0
 
 
 def test_sighup_rereads_the_snapshot(tmp_path):
