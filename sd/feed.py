@@ -125,7 +125,7 @@ class Feed:
         # Key → digest of the watched parts its current record was built from (records
         # built cleanly from a watch line only): a line with the same digest changes nothing.
         self._digests: dict[str, int] = {}
-        self.decode = Decoder(self.kind.watched, self.kind.namespaced)  # its watch lines' decoder
+        self.decode = Decoder(self.kind.watched, self.kind.object_key)  # its watch lines' decoder
         for ts in sets:
             ts.add_status(self.status)
 

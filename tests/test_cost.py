@@ -230,7 +230,7 @@ def _objects() -> list[dict[str, Any]]:
 def test_the_watched_parts_make_the_record_and_the_reports_the_whole_object_makes(kind):
     from sd.kube.events import Decoder, Malformed
 
-    decode = Decoder(kind.watched, kind.namespaced)
+    decode = Decoder(kind.watched, kind.object_key)
     objects = [o for o in _objects() if o.get("kind", kind.object_kind) == kind.object_kind]
     compared = 0
     for obj in objects:

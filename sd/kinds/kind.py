@@ -8,7 +8,7 @@ from typing import Any, Callable, ClassVar, Generic, Mapping, Protocol, TypeVar
 
 from sd.kinds.labels import NOTHING, Allowlist
 from sd.kinds.reports import Report, ignore
-from sd.kube.events import Watched, object_key
+from sd.kinds.watched import Watched
 
 # Why an object is not a candidate of a set: the `reason` label of
 # kube_http_sd_excluded_objects and the explain view.
@@ -88,16 +88,23 @@ class Kind(Generic[R]):
     runs_on_nodes: ClassVar[bool] = False
     # Human text per exclusion reason this kind produces.
     why_excluded: ClassVar[Mapping[str, Callable[[Any], str]]]
-    # The parts of an object ``parse`` reads (``sd.kube.events``): watch lines are decoded
+    # The parts of an object ``parse`` reads (``sd.kinds.watched``): watch lines are decoded
     # to just these, and ``parse`` must read nothing else (tests/test_cost.py checks it).
     watched: ClassVar[type[Watched]]
 
     def key(self, obj: Any) -> str | None:
         """The object's key (as its record's ``key``) from a raw object, or None."""
         meta = obj.get("metadata") if isinstance(obj, dict) else None
-        if not isinstance(meta, dict):
+        return self.object_key(meta.get("name"), meta.get("namespace")) if isinstance(meta, dict) else None
+
+    def object_key(self, name: Any, namespace: Any) -> str | None:
+        """The key of an object with this name and namespace ("n1", "ns/p1"), or None when
+        they cannot make one."""
+        if not isinstance(name, str) or not name:
             return None
-        return object_key(meta.get("name"), meta.get("namespace"), self.namespaced)
+        if not self.namespaced:
+            return name
+        return f"{namespace}/{name}" if isinstance(namespace, str) and namespace else None
 
     def parse(self, raw: Any, report: Report = ignore, previous: R | None = None, annotations: Allowlist = NOTHING) -> R | None:
         """A raw object → record, or None (reported) when it cannot be one.

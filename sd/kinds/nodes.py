@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import msgspec
-
 from sd.kinds.fields import Fields, conditions, field_reader, get_dict, get_list, port_number, text
 from sd.kinds.ips import is_ip, normalize_ip
 from sd.kinds.kind import READINESS_WHY, Kind, Port, readiness
@@ -14,7 +12,7 @@ from sd.kinds.labels import META, NOTHING, Allowlist, add_pairs, listed, sanitiz
 from sd.kinds.meta import identify, read_meta
 from sd.kinds.reports import BAD_FIELD, Report, ignore, preview
 from sd.kinds.shared import intern
-from sd.kube.events import NO_PART, RawPart, Watched, WatchedCondition
+from sd.kinds.watched import WatchedCondition, parts, watched
 
 NODE_NAME = META + "node_name"
 NODE_PROVIDER_ID = META + "node_provider_id"
@@ -58,17 +56,8 @@ class NodeRecord:
         )
 
 
-class _WatchedStatus(msgspec.Struct):
-    conditions: list[WatchedCondition] | None = None
-    addresses: RawPart = NO_PART
-    daemonEndpoints: RawPart = NO_PART
-
-
-class WatchedNode(Watched):
-    """What ``Nodes.parse`` reads (besides metadata): not images, nodeInfo, capacity."""
-
-    spec: RawPart = NO_PART
-    status: _WatchedStatus | None = None
+# What ``Nodes.parse`` reads besides metadata: not images, nodeInfo, capacity.
+WatchedNode = watched("WatchedNode", [("conditions", list[WatchedCondition] | None, None), *parts("addresses", "daemonEndpoints")])
 
 
 class Nodes(Kind[NodeRecord]):

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-import msgspec
-
 from sd.kinds.fields import Fields, conditions, field_reader, get_list, get_str, port_number, text
 from sd.kinds.ips import normalize_ip
 from sd.kinds.kind import READINESS_WHY, Kind, Port, readiness
@@ -14,7 +12,7 @@ from sd.kinds.labels import META, NOTHING, Allowlist, add_pairs, listed
 from sd.kinds.meta import identify, read_meta
 from sd.kinds.reports import BAD_FIELD, Report, ignore, preview
 from sd.kinds.shared import intern
-from sd.kube.events import NO_PART, RawPart, Watched, WatchedCondition
+from sd.kinds.watched import WatchedCondition, parts, watched
 
 NAMESPACE = META + "namespace"
 POD_NAME = META + "pod_name"
@@ -69,21 +67,14 @@ class PodRecord:
         return self.pod_ips
 
 
-class _WatchedStatus(msgspec.Struct):
-    conditions: list[WatchedCondition] | None = None
-    phase: RawPart = NO_PART
-    hostIP: RawPart = NO_PART
-    podIP: RawPart = NO_PART
-    podIPs: RawPart = NO_PART
-    containerStatuses: RawPart = NO_PART
-    initContainerStatuses: RawPart = NO_PART
-
-
-class WatchedPod(Watched):
-    """What ``Pods.parse`` reads (besides metadata)."""
-
-    spec: RawPart = NO_PART
-    status: _WatchedStatus | None = None
+# What ``Pods.parse`` reads besides metadata.
+WatchedPod = watched(
+    "WatchedPod",
+    [
+        ("conditions", list[WatchedCondition] | None, None),
+        *parts("phase", "hostIP", "podIP", "podIPs", "containerStatuses", "initContainerStatuses"),
+    ],
+)
 
 
 class Pods(Kind[PodRecord]):

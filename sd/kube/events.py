@@ -2,9 +2,10 @@
 type and a decoder; this is that decoder).
 
 Most watch events change nothing a record is built from: a node's status heartbeat moves
-lastHeartbeatTime, managedFields and resourceVersion. A kind declares, as a subclass of
-``Watched`` (a msgspec type), the parts of an object its parser reads, as raw JSON
-(``msgspec.Raw``). The decoder builds just those (everything else, a node's images and
+lastHeartbeatTime, managedFields and resourceVersion. A kind declares, as a msgspec type
+(``sd.kinds.watched``), the parts of an object its parser reads, as raw JSON
+(``msgspec.Raw``), under ``metadata`` with its name, namespace and resourceVersion. The
+decoder builds just those (everything else, a node's images and
 managedFields above all, is skipped, not built) and their ``digest``, a pure function of
 their raw bytes: equal digests mean the parts read the same, byte for byte, so any
 difference, even one that would parse the same, counts as a change. Only a changed
@@ -21,100 +22,109 @@ Generic: nothing here knows a kind; the informer and the kinds both build on it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from functools import cache
+from operator import attrgetter
+from typing import Any, Callable, get_args
 
 import msgspec
 import orjson
 
-RawPart = msgspec.Raw
-NO_PART = msgspec.Raw()  # absent (JSON null is b"null")
 EVENT_TYPES = frozenset({"ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"})
 # Between the parts of a digest: a byte raw JSON never holds outside a string, nor in one
 # unescaped, so that no two sequences of parts join to the same bytes.
 _SEPARATOR = b"\x00"
+_NULL = b"~"  # a null section: no raw JSON value is this alone
+_decode_part = msgspec.json.Decoder().decode
 
 
 class Malformed(Exception):
     """A watch line that cannot be trusted; the message says why."""
 
 
-class WatchedCondition(msgspec.Struct):
-    type: RawPart = NO_PART
-    status: RawPart = NO_PART
+class _Layout:
+    """Where a watched type's parts are, worked out once per type: its raw parts (read in one
+    ``attrgetter`` call), its sections (``metadata``, ``status``: each with its own layout,
+    null or not) and its lists of sub-parts (a node's conditions)."""
+
+    def __init__(self, struct: type[msgspec.Struct]) -> None:
+        raws: list[str] = []
+        self.subs: list[tuple[Callable[[Any], Any], _Layout]] = []
+        self.lists: list[tuple[Callable[[Any], Any], _Layout]] = []
+        self.fields: list[tuple[str, str, _Layout | None]] = []  # (name, "raw" | "str" | "struct" | "list", layout)
+        for field in msgspec.structs.fields(struct):
+            name, kind = field.name, field.type
+            args = [t for t in get_args(kind) if t is not type(None)]
+            if kind is msgspec.Raw:
+                raws.append(name)
+                self.fields.append((name, "raw", None))
+            elif kind is str:
+                self.fields.append((name, "str", None))  # name, namespace, resourceVersion: not parts
+            elif isinstance(kind, type) and issubclass(kind, msgspec.Struct) or len(args) == 1 and issubclass(args[0], msgspec.Struct):
+                sub = _layout(args[0] if args else kind)  # a section, or a nullable one
+                self.subs.append((attrgetter(name), sub))
+                self.fields.append((name, "struct", sub))
+            else:  # list[<struct>] | None
+                (item,) = get_args(args[0])
+                self.lists.append((attrgetter(name), _layout(item)))
+                self.fields.append((name, "list", _layout(item)))
+        get = attrgetter(*raws) if raws else (lambda obj: ())
+        self.raws: Callable[[Any], tuple[msgspec.Raw, ...]] = get if len(raws) != 1 else (lambda obj: (get(obj),))
+
+    def pieces(self, obj: Any, out: list[Any]) -> None:
+        out += self.raws(obj)
+        for get, layout in self.subs:
+            sub = get(obj)
+            if sub is None:
+                out.append(_NULL)
+            else:
+                layout.pieces(sub, out)
+        for get, layout in self.lists:
+            items = get(obj)
+            if items is None:
+                out.append(_NULL)
+                continue
+            out.append(b"[%d" % len(items))
+            for item in items:
+                layout.pieces(item, out)
 
 
-class WatchedMeta(msgspec.Struct):
-    name: str = ""
-    namespace: str = ""
-    resourceVersion: str = ""  # not part of the digest: it changes with every event
-    uid: RawPart = NO_PART
-    creationTimestamp: RawPart = NO_PART
-    deletionTimestamp: RawPart = NO_PART
-    labels: RawPart = NO_PART
-    annotations: RawPart = NO_PART
-    ownerReferences: RawPart = NO_PART
-
-
-class Watched(msgspec.Struct):
-    """The base of each kind's watched object (``metadata`` plus its own parts)."""
-
-    metadata: WatchedMeta = msgspec.field(default_factory=WatchedMeta)
-
-
-def object_key(name: Any, namespace: Any, namespaced: bool) -> str | None:
-    """An object's key ("n1", "ns/p1"), or None when its metadata cannot make one."""
-    if not isinstance(name, str) or not name:
-        return None
-    if not namespaced:
-        return name
-    return f"{namespace}/{name}" if isinstance(namespace, str) and namespace else None
+@cache
+def _layout(struct: type[msgspec.Struct]) -> _Layout:
+    return _Layout(struct)
 
 
 def digest(parts: msgspec.Struct) -> int:
     """The digest of the watched parts' raw bytes, the resourceVersion left out. Python's
     hash, SipHash keyed at random per process, so that nobody who can label an object can
     aim two of its states at one value."""
-    pieces: list[bytes] = []
-    _pieces(parts, pieces)
+    pieces: list[Any] = []
+    _layout(type(parts)).pieces(parts, pieces)
     return hash(_SEPARATOR.join(pieces))
 
 
-def _pieces(value: Any, out: list[bytes]) -> None:
-    for name in value.__struct_fields__:
-        part = getattr(value, name)
-        if isinstance(part, msgspec.Raw):
-            out.append(bytes(part))
-        elif isinstance(part, msgspec.Struct):
-            _pieces(part, out)
-        elif isinstance(part, list):
-            out.append(b"[%d" % len(part))
-            for item in part:
-                _pieces(item, out)
-        elif name != "resourceVersion":
-            out.append(b"" if part is None else part.encode())
-
-
 def whole(parts: msgspec.Struct) -> dict[str, Any]:
-    """The watched parts as the raw object's dicts and lists (what ``orjson.loads`` of the
-    whole object holds there); parts the object did not have stay out. ``Malformed`` when
-    a part is not JSON a parser can read."""
+    """The watched parts as the raw object's dicts and lists (what a JSON decoder makes of
+    the whole object there); parts the object did not have stay out. ``Malformed`` when a
+    part is not JSON a parser can read."""
     try:
-        return _whole(parts)
-    except orjson.JSONDecodeError as exc:
+        return _whole(parts, _layout(type(parts)))
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise Malformed(f"a watched part is not valid JSON: {exc}") from None
 
 
-def _whole(obj: msgspec.Struct) -> dict[str, Any]:
+def _whole(obj: Any, layout: _Layout) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for name in obj.__struct_fields__:
+    for name, kind, sub in layout.fields:
         value = getattr(obj, name)
-        if isinstance(value, msgspec.Raw):
+        if kind == "raw":
             if value:
-                out[name] = orjson.loads(memoryview(value))
-        elif isinstance(value, msgspec.Struct):
-            out[name] = _whole(value)
-        elif isinstance(value, list):
-            out[name] = [_whole(v) for v in value]
+                out[name] = _decode_part(value)
+        elif value is None:
+            continue
+        elif kind == "struct":
+            out[name] = _whole(value, sub)  # type: ignore[arg-type]
+        elif kind == "list":
+            out[name] = [_whole(v, sub) for v in value]  # type: ignore[arg-type]
         elif value:  # a str; "" is absent
             out[name] = value
     return out
@@ -128,7 +138,7 @@ class Event:
     type: str  # ADDED | MODIFIED | DELETED | BOOKMARK | ERROR
     key: str | None  # None for BOOKMARK and ERROR, and for an object without a name
     version: str  # "" for ERROR
-    parts: Any  # the kind's Watched struct; for ERROR {"code": ..., "message": ...}
+    parts: Any  # the kind's watched parts (a msgspec struct), or the whole object; for ERROR {"code": ..., "message": ...}
     digest: int | None = None
 
     def whole(self) -> dict[str, Any]:
@@ -137,16 +147,17 @@ class Event:
 
 
 class Decoder:
-    """Decodes the watch lines of one kind: ``watched`` is its ``Watched`` subclass.
+    """Decodes the watch lines of one kind: ``watched`` is the type of its watched parts,
+    ``key`` makes an object's key of its name and namespace.
 
     A line whose object the kind's type cannot hold (a watched part of another shape,
     which its parser reports and skips, or an ERROR event's Status) is decoded whole
     instead, and its event carries the whole object, without a digest."""
 
-    def __init__(self, watched: type[Watched], namespaced: bool) -> None:
+    def __init__(self, watched: type[msgspec.Struct], key: Callable[[Any, Any], str | None]) -> None:
         event = msgspec.defstruct("WatchEvent", [("type", str, ""), ("object", watched | None, None)])
         self._decode = msgspec.json.Decoder(event).decode
-        self._namespaced = namespaced
+        self._key = key
 
     def __call__(self, line: bytes | bytearray) -> Event:
         """The line's event; ``Malformed`` when it is not JSON (in UTF-8), has an unknown
@@ -174,7 +185,7 @@ class Decoder:
             raise Malformed("resourceVersion is not a non-empty string")
         if kind == "BOOKMARK":
             return Event(kind, None, meta.resourceVersion, obj)
-        return Event(kind, object_key(meta.name, meta.namespace, self._namespaced), meta.resourceVersion, obj, digest(obj))
+        return Event(kind, self._key(meta.name, meta.namespace), meta.resourceVersion, obj, digest(obj))
 
     def _whole(self, line: bytes | bytearray) -> Event:
         try:
@@ -191,5 +202,5 @@ class Decoder:
                 raise ValueError(f"resourceVersion is not a non-empty string: {version!r}")
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise Malformed(f"{type(exc).__name__}: {exc}") from None
-        key = None if kind == "BOOKMARK" else object_key(meta.get("name"), meta.get("namespace"), self._namespaced)
+        key = None if kind == "BOOKMARK" else self._key(meta.get("name"), meta.get("namespace"))
         return Event(kind, key, version, obj)
