@@ -79,11 +79,8 @@ class Attachment:
     def __init__(
         self, index: NodeIndex, kind: Kind[Any], annotations: Allowlist, requeue: Callable[[str], None], synced: Callable[[], None]
     ) -> None:
-        self.index = index
-        self._kind = kind
-        self._annotations = annotations
-        self._requeue = requeue
-        self._synced = synced
+        self.index, self._kind, self._annotations = index, kind, annotations
+        self._requeue, self._synced = requeue, synced
         self._on_node: dict[str, set[str]] = {}  # node name → keys of the objects on it
         self._node_of: dict[str, str] = {}  # key → its node name
         index.attachments.append(self)

@@ -6,7 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Generic, Mapping, Protocol, TypeVar
 
+from sd.kinds.fields import Fields
 from sd.kinds.labels import NOTHING, Allowlist
+from sd.kinds.meta import Identity, identify, read_meta
 from sd.kinds.reports import Report, ignore
 from sd.kinds.watched import Watched
 
@@ -70,9 +72,7 @@ class Kind(Generic[R]):
     """
 
     name: ClassVar[str]  # the config `source` value, the API resource and the RBAC resource
-    singular: ClassVar[str]  # "node": object references in reports ("node/n1")
     object_kind: ClassVar[str]  # "Node": the `kind` of one object in a snapshot file
-    list_kind: ClassVar[str]  # "NodeList"
     namespaced: ClassVar[bool]
     # The API group/version path the resource `name` is served under.
     api_prefix: ClassVar[str] = "/api/v1"
@@ -92,6 +92,16 @@ class Kind(Generic[R]):
     # to just these, and ``parse`` must read nothing else (tests/test_cost.py checks it).
     watched: ClassVar[type[Watched]]
 
+    @property
+    def singular(self) -> str:
+        """"node": object references in reports ("node/n1")."""
+        return self.object_kind.lower()
+
+    @property
+    def list_kind(self) -> str:
+        """"NodeList": the `kind` of a list of them in a snapshot file."""
+        return self.object_kind + "List"
+
     def key(self, obj: Any) -> str | None:
         """The object's key (as its record's ``key``) from a raw object, or None."""
         meta = obj.get("metadata") if isinstance(obj, dict) else None
@@ -106,10 +116,25 @@ class Kind(Generic[R]):
             return name
         return f"{namespace}/{name}" if isinstance(namespace, str) and namespace else None
 
+    # The record type: its fields are what ``read`` returns plus those of ``read_meta``.
+    record: ClassVar[Callable[..., Any]]
+
     def parse(self, raw: Any, report: Report = ignore, previous: R | None = None, annotations: Allowlist = NOTHING) -> R | None:
         """A raw object → record, or None (reported) when it cannot be one.
-        ``previous`` (the stored record of the same object) lets unchanged parts be reused;
-        only the ``annotations`` listed are kept."""
+        ``previous`` (the stored record of the same object) lets unchanged parts be reused
+        and keeps the last good value of a malformed field; only the ``annotations`` listed
+        are kept. The kind's own fields are read first, the metadata's after them."""
+        who = identify(raw, self.singular, self.namespaced, report)
+        if who is None:
+            return None
+        f = Fields(report, previous)
+        fields = self.read(raw, who, f)
+        fields.update(read_meta(who, f, annotations))
+        return f.finish(self.record(**fields))  # type: ignore[no-any-return]
+
+    def read(self, raw: dict[str, Any], who: Identity, f: Fields) -> dict[str, Any]:
+        """The record fields of the kind's own (not metadata's), each read with the report
+        ``f.filling(<the fields it fills>)``; ``f.previous`` is the stored record or None."""
         raise NotImplementedError
 
     def exclude(self, record: R, require_ready: bool) -> str | None:

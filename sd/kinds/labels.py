@@ -18,13 +18,33 @@ def sanitize(name: str) -> str:
     return _INVALID_LABEL_CHARS.sub("_", name)
 
 
-def add_pairs(labels: dict[str, str], value_prefix: str, present_prefix: str, pairs: tuple[tuple[str, str], ...]) -> None:
-    """Kubernetes labels (or annotations) as ``<prefix><name>`` = value plus
-    ``<present_prefix><name>`` = "true", as Prometheus' kubernetes_sd writes them."""
+def _add_pairs(labels: dict[str, str], value_prefix: str, present_prefix: str, pairs: tuple[tuple[str, str], ...]) -> None:
     for key, value in pairs:
         name = sanitize(key)
         labels[value_prefix + name] = value
         labels[present_prefix + name] = "true"
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectLabels:
+    """One role's label and annotation label names, and the one way they are written
+    (Prometheus' ``addObjectAnnotationsAndLabels``): ``<prefix>label_<n>`` = value plus
+    ``<prefix>labelpresent_<n>`` = "true", likewise for the annotations."""
+
+    label: str
+    label_present: str
+    annotation: str
+    annotation_present: str
+
+    @classmethod
+    def of(cls, role: str) -> ObjectLabels:
+        prefix = f"{META}{role}_"
+        return cls(prefix + "label_", prefix + "labelpresent_", prefix + "annotation_", prefix + "annotationpresent_")
+
+    def add(self, labels: dict[str, str], pairs: tuple[tuple[str, str], ...], annotations: tuple[tuple[str, str], ...]) -> None:
+        """Add an object's labels and (listed) annotations, as sorted (key, value) pairs."""
+        _add_pairs(labels, self.label, self.label_present, pairs)
+        _add_pairs(labels, self.annotation, self.annotation_present, annotations)
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,30 +38,20 @@ def identify(raw: Any, singular: str, namespaced: bool, report: Report) -> Ident
     return Identity(meta, name, intern(namespace) if namespaced else "", where)
 
 
-@dataclass(frozen=True, slots=True)
-class Meta:
-    """What every kind's record takes from metadata besides name and namespace."""
-
-    uid: str
-    created: float  # creationTimestamp as epoch seconds (0 when missing)
-    terminating: bool  # has a deletionTimestamp
-    labels: tuple[tuple[str, str], ...]  # sorted by key
-    annotations: tuple[tuple[str, str], ...]  # the listed ones only, sorted by key
-
-
-def read_meta(who: Identity, f: Fields, allow: Allowlist) -> Meta:
-    """The rest of the object's metadata; ``f.previous`` (a record) lends its label tuples
-    when equal."""
+def read_meta(who: Identity, f: Fields, allow: Allowlist) -> dict[str, Any]:
+    """The record fields every kind takes from metadata besides name and namespace: uid,
+    created (epoch seconds, 0 when missing), terminating (has a deletionTimestamp), labels
+    and the listed annotations (sorted pairs; ``f.previous``'s tuples when equal)."""
     meta, where, previous = who.meta, who.where, f.previous
-    return Meta(
-        uid=get_str(meta, "uid"),
-        created=timestamp(meta, "creationTimestamp", where, f.filling("created")),
-        terminating=meta.get("deletionTimestamp") is not None,
-        labels=object_labels(meta, where, f.filling("labels"), previous.labels if previous else None),
-        annotations=object_annotations(
+    return {
+        "uid": get_str(meta, "uid"),
+        "created": timestamp(meta, "creationTimestamp", where, f.filling("created")),
+        "terminating": meta.get("deletionTimestamp") is not None,
+        "labels": object_labels(meta, where, f.filling("labels"), previous.labels if previous else None),
+        "annotations": object_annotations(
             meta, allow, where, f.filling("annotations"), previous.annotations if previous else None
         ),
-    )
+    }
 
 
 def object_labels(

@@ -8,25 +8,18 @@ from typing import Any
 from sd.kinds.fields import Fields, conditions, field_reader, get_dict, get_list, port_number, text
 from sd.kinds.ips import is_ip, normalize_ip
 from sd.kinds.kind import READINESS_WHY, Kind, Port, readiness
-from sd.kinds.labels import META, NOTHING, Allowlist, add_pairs, listed, sanitize
-from sd.kinds.meta import identify, read_meta
-from sd.kinds.reports import BAD_FIELD, Report, ignore, preview
+from sd.kinds.labels import META, NOTHING, Allowlist, ObjectLabels, listed, sanitize
+from sd.kinds.meta import Identity
+from sd.kinds.reports import BAD_FIELD, Report, preview
 from sd.kinds.shared import intern
 from sd.kinds.watched import WatchedCondition, parts, watched
 
 NODE_NAME = META + "node_name"
 NODE_PROVIDER_ID = META + "node_provider_id"
-NODE_LABEL = META + "node_label_"
-NODE_LABEL_PRESENT = META + "node_labelpresent_"
 NODE_ADDRESS = META + "node_address_"
 NODE_CONDITION = META + "node_condition_"
-NODE_ANNOTATION = META + "node_annotation_"
-NODE_ANNOTATION_PRESENT = META + "node_annotationpresent_"
+NODE_OBJECT = ObjectLabels.of("node")  # _node_label_<n>, _node_labelpresent_<n>, annotations likewise
 
-INTERNAL_IP = "InternalIP"
-EXTERNAL_IP = "ExternalIP"
-_HOSTNAME_TYPES = ("Hostname", "InternalDNS", "ExternalDNS")
-KUBELET_PORT = "kubelet"  # the port name under which the kubelet endpoint is offered
 
 @dataclass(frozen=True, slots=True)
 class NodeRecord:
@@ -56,15 +49,19 @@ class NodeRecord:
         )
 
 
+# Address types: the set's default order, and the ones that hold hostnames, not IPs.
+INTERNAL_IP = "InternalIP"
+EXTERNAL_IP = "ExternalIP"
+_HOSTNAME_TYPES = ("Hostname", "InternalDNS", "ExternalDNS")
+KUBELET_PORT = "kubelet"  # the port name under which the kubelet endpoint is offered
+
 # What ``Nodes.parse`` reads besides metadata: not images, nodeInfo, capacity.
 WatchedNode = watched("WatchedNode", [("conditions", list[WatchedCondition] | None, None), *parts("addresses", "daemonEndpoints")])
 
 
 class Nodes(Kind[NodeRecord]):
     name = "nodes"
-    singular = "node"
     object_kind = "Node"
-    list_kind = "NodeList"
     namespaced = False
     fields = {
         "metadata.name": field_reader("metadata", "name"),
@@ -73,37 +70,18 @@ class Nodes(Kind[NodeRecord]):
     address_types = (INTERNAL_IP, EXTERNAL_IP)
     why_excluded = READINESS_WHY
     watched = WatchedNode
+    record = NodeRecord
 
-    def parse(
-        self, raw: Any, report: Report = ignore, previous: NodeRecord | None = None, annotations: Allowlist = NOTHING
-    ) -> NodeRecord | None:
-        who = identify(raw, self.singular, self.namespaced, report)
-        if who is None:
-            return None
-        where = who.where
-        f = Fields(report, previous)
+    def read(self, raw: dict[str, Any], who: Identity, f: Fields) -> dict[str, Any]:
+        where, previous = who.where, f.previous
         status = f.section(raw, "status", where, ("conditions", "ready", "addresses", "ports"), required=True)
         conds = conditions(status, where, f.filling("conditions", "ready"), previous.conditions if previous else None)
         addresses = _addresses(status, where, f.filling("addresses"))
         ports = _kubelet_port(status, where, f.filling("ports"))
         spec = f.section(raw, "spec", where, ("provider_id",))
         provider_id = text(spec, "providerID", where, f.filling("provider_id"), "spec.providerID")
-        meta = read_meta(who, f, annotations)
-        return f.finish(
-            NodeRecord(
-                name=who.name,
-                uid=meta.uid,
-                created=meta.created,
-                terminating=meta.terminating,
-                ready=dict(conds).get("Ready", ""),
-                conditions=conds,
-                addresses=addresses,
-                labels=meta.labels,
-                provider_id=provider_id,
-                ports=ports,
-                annotations=meta.annotations,
-            )
-        )
+        return {"name": who.name, "ready": dict(conds).get("Ready", ""), "conditions": conds,
+                "addresses": addresses, "ports": ports, "provider_id": provider_id}
 
     def exclude(self, record: NodeRecord, require_ready: bool) -> str | None:
         return readiness(record.terminating, record.ready) if require_ready else None
@@ -124,8 +102,7 @@ class Nodes(Kind[NodeRecord]):
         """What Prometheus' attach_metadata puts on a pod's targets from its node: the node's
         name, labels and (listed) annotations, under the node-role names."""
         labels = {NODE_NAME: record.name}
-        add_pairs(labels, NODE_LABEL, NODE_LABEL_PRESENT, record.labels)
-        add_pairs(labels, NODE_ANNOTATION, NODE_ANNOTATION_PRESENT, listed(record.annotations, annotations))
+        NODE_OBJECT.add(labels, record.labels, listed(record.annotations, annotations))
         return labels
 
 

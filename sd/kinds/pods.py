@@ -8,17 +8,15 @@ from typing import Any, Mapping
 from sd.kinds.fields import Fields, conditions, field_reader, get_list, get_str, port_number, text
 from sd.kinds.ips import normalize_ip
 from sd.kinds.kind import READINESS_WHY, Kind, Port, readiness
-from sd.kinds.labels import META, NOTHING, Allowlist, add_pairs, listed
-from sd.kinds.meta import identify, read_meta
-from sd.kinds.reports import BAD_FIELD, Report, ignore, preview
+from sd.kinds.labels import META, NOTHING, Allowlist, ObjectLabels, listed
+from sd.kinds.meta import Identity
+from sd.kinds.reports import BAD_FIELD, Report, preview
 from sd.kinds.shared import intern
 from sd.kinds.watched import WatchedCondition, parts, watched
 
 NAMESPACE = META + "namespace"
 POD_NAME = META + "pod_name"
 POD_IP = META + "pod_ip"
-POD_LABEL = META + "pod_label_"
-POD_LABEL_PRESENT = META + "pod_labelpresent_"
 POD_READY = META + "pod_ready"
 POD_PHASE = META + "pod_phase"
 POD_NODE_NAME = META + "pod_node_name"
@@ -33,13 +31,13 @@ POD_CONTAINER_PORT_PROTOCOL = META + "pod_container_port_protocol"
 POD_CONTAINER_INIT = META + "pod_container_init"
 POD_CONTAINER_IMAGE = META + "pod_container_image"
 POD_CONTAINER_ID = META + "pod_container_id"
-POD_ANNOTATION = META + "pod_annotation_"
-POD_ANNOTATION_PRESENT = META + "pod_annotationpresent_"
+POD_OBJECT = ObjectLabels.of("pod")  # _pod_label_<n>, _pod_labelpresent_<n>, annotations likewise
 
 # Exclusion reasons of pods only (NOT_READY, TERMINATING are shared).
 NOT_RUNNING = "not_running"
 FINISHED = "finished"
 _FINISHED_PHASES = ("Succeeded", "Failed")
+
 
 @dataclass(frozen=True, slots=True)
 class PodRecord:
@@ -79,9 +77,7 @@ WatchedPod = watched(
 
 class Pods(Kind[PodRecord]):
     name = "pods"
-    singular = "pod"
     object_kind = "Pod"
-    list_kind = "PodList"
     namespaced = True
     fields = {
         path: field_reader(*path.split("."))
@@ -101,49 +97,30 @@ class Pods(Kind[PodRecord]):
     probes = True
     runs_on_nodes = True
     watched = WatchedPod
+    record = PodRecord
     why_excluded = {
         **READINESS_WHY,
         NOT_RUNNING: lambda r: f"phase {r.phase or 'missing'}, not Running",
         FINISHED: lambda r: f"phase {r.phase}: finished, its IP may belong to another pod",
     }
 
-    def parse(
-        self, raw: Any, report: Report = ignore, previous: PodRecord | None = None, annotations: Allowlist = NOTHING
-    ) -> PodRecord | None:
-        who = identify(raw, self.singular, self.namespaced, report)
-        if who is None:
-            return None
+    def read(self, raw: dict[str, Any], who: Identity, f: Fields) -> dict[str, Any]:
         where = who.where
-        f = Fields(report, previous)
         status = f.section(raw, "status", where, ("ready", "phase", "host_ip", "pod_ips"), required=True)
-        ready = dict(conditions(status, where, f.filling("ready"), None)).get("Ready", "")
-        phase = intern(text(status, "phase", where, f.filling("phase"), "status.phase"))
-        host_ip = text(status, "hostIP", where, f.filling("host_ip"), "status.hostIP")
-        pod_ips = _pod_ips(status, where, f.filling("pod_ips"))
+        fields = {
+            "namespace": who.namespace,
+            "name": who.name,
+            "ready": dict(conditions(status, where, f.filling("ready"), None)).get("Ready", ""),
+            "phase": intern(text(status, "phase", where, f.filling("phase"), "status.phase")),
+            "host_ip": text(status, "hostIP", where, f.filling("host_ip"), "status.hostIP"),
+            "pod_ips": _pod_ips(status, where, f.filling("pod_ips")),
+        }
         spec = f.section(raw, "spec", where, ("node_name", "ports"))
-        node_name = text(spec, "nodeName", where, f.filling("node_name"), "spec.nodeName")
-        ports = _container_ports(spec, status, where, f.filling("ports"))
-        controller_kind, controller_name = _controller(who.meta, where, f.filling("controller_kind", "controller_name"))
-        meta = read_meta(who, f, annotations)
-        return f.finish(
-            PodRecord(
-                namespace=who.namespace,
-                name=who.name,
-                uid=meta.uid,
-                created=meta.created,
-                terminating=meta.terminating,
-                ready=ready,
-                phase=phase,
-                node_name=node_name,
-                host_ip=host_ip,
-                pod_ips=pod_ips,
-                labels=meta.labels,
-                controller_kind=intern(controller_kind),
-                controller_name=controller_name,
-                ports=ports,
-                annotations=meta.annotations,
-            )
-        )
+        fields["node_name"] = text(spec, "nodeName", where, f.filling("node_name"), "spec.nodeName")
+        fields["ports"] = _container_ports(spec, status, where, f.filling("ports"))
+        kind, name = _controller(who.meta, where, f.filling("controller_kind", "controller_name"))
+        fields["controller_kind"], fields["controller_name"] = intern(kind), name
+        return fields
 
     def exclude(self, record: PodRecord, require_ready: bool) -> str | None:
         if record.phase in _FINISHED_PHASES:
@@ -167,8 +144,7 @@ class Pods(Kind[PodRecord]):
         if record.controller_kind:
             labels[POD_CONTROLLER_KIND] = record.controller_kind
             labels[POD_CONTROLLER_NAME] = record.controller_name
-        add_pairs(labels, POD_LABEL, POD_LABEL_PRESENT, record.labels)
-        add_pairs(labels, POD_ANNOTATION, POD_ANNOTATION_PRESENT, listed(record.annotations, annotations))
+        POD_OBJECT.add(labels, record.labels, listed(record.annotations, annotations))
         return labels
 
     def node_of(self, record: PodRecord) -> str | None:

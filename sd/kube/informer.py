@@ -218,11 +218,7 @@ class Informer:
         rng: random.Random | None = None,
         clock: Clock | None = None,
     ) -> None:
-        self.name = name
-        self._call = call
-        self._decode = decode
-        self._handler = handler
-        self._settings = settings
+        self.name, self._call, self._decode, self._handler, self._settings = name, call, decode, handler, settings
         self._rng = rng or random.Random()
         self._clock = clock or MonotonicClock()
         self._backoff = Backoff(settings.backoff_initial_seconds, settings.backoff_max_seconds, self._rng, self._clock)
