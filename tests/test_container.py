@@ -28,7 +28,7 @@ import yaml
 from sdtest import container
 from sdtest.helpers import Server, eventually
 
-pytestmark = pytest.mark.container
+pytestmark = [pytest.mark.container, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "deploy" / "Dockerfile"

@@ -16,6 +16,8 @@ from sdtest.factories import make_node, with_ready
 from sdtest.helpers import Server, eventually, metric_sum
 from sdtest.kubeapi import FakeKubeAPI
 
+pytestmark = pytest.mark.slow  # real server processes: not in the everyday subset
+
 
 def start(api: FakeKubeAPI, tmp_path, config_file: str, token: str | None = None) -> Server:
     kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig", token=token)

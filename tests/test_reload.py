@@ -14,6 +14,8 @@ from sdtest.factories import make_node, make_pod
 from sdtest.helpers import FAST, Server, eventually, metric_sum
 from sdtest.kubeapi import FakeKubeAPI
 
+pytestmark = pytest.mark.slow  # real server processes: not in the everyday subset
+
 KUBELET_ONLY = FAST + textwrap.dedent(
     """
     targets:

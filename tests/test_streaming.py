@@ -9,6 +9,8 @@ from sdtest.factories import make_node, make_pod, with_ready
 from sdtest.helpers import FAST, Sampler, Server, eventually, metric_sum
 from sdtest.kubeapi import FakeKubeAPI
 
+pytestmark = pytest.mark.slow  # real server processes: not in the everyday subset
+
 
 def start(api: FakeKubeAPI, tmp_path) -> Server:
     config = tmp_path / "sd.yaml"

@@ -13,6 +13,8 @@ from sdtest.factories import make_node, make_pod, with_ready
 from sdtest.helpers import FAST, Sampler, Server, eventually, free_port, metric_sum
 from sdtest.kubeapi import FakeKubeAPI
 
+pytestmark = pytest.mark.slow  # real server processes: not in the everyday subset
+
 
 @pytest.fixture(params=["streaming", "paginated"])
 def server(request, api, tmp_path):
