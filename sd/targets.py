@@ -81,6 +81,10 @@ class TargetSet:
         if config.scheme:
             self._static[SCHEME] = str(config.scheme)
         self._fragments: dict[str, Entry] = {}  # ip → its group in the body
+        # Groups that left the body (a node that turned NotReady), by key and target, with the
+        # record they were built from: one that comes back unchanged is served as it was, not
+        # built again. At most one per target an indexed object had: dropped with the object.
+        self._left: dict[str, dict[str, tuple[Record, bytes]]] = {}
         self._blocks = Blocks()
         self.current: Body = EMPTY  # the last rendered body
         self.renders = 0
@@ -128,6 +132,7 @@ class TargetSet:
         self._apply(self.index.upsert(record))
 
     def delete(self, key: str) -> None:
+        self._left.pop(key, None)
         if self.prober is not None:
             self.prober.forget(key)
         if self.attached is not None:
@@ -136,8 +141,10 @@ class TargetSet:
 
     def replace(self, records: list[Record], keys: set[str] | None = None) -> None:
         gone: set[str] = set()
-        if self.prober is not None or self.attached is not None:  # only they track removals here
+        if self.prober is not None or self.attached is not None or self._left:  # only they track removals here
             gone = set(self.index.records if keys is None else keys) - {r.key for r in records}
+        for key in gone:
+            self._left.pop(key, None)
         if self.prober is not None:
             for record in records:
                 self._probe(record)
@@ -163,6 +170,7 @@ class TargetSet:
         # index them by node, and build their groups again, now with node labels.
         for key, record in self.index.records.items():
             attached.place(key, record)
+        self._left.clear()
         if self._fragments:
             self._blocks.rebuild_all()
             self._mark_dirty()
@@ -174,6 +182,7 @@ class TargetSet:
 
     def _requeue(self, key: str) -> None:
         """Build the groups object ``key`` wins again (its attached labels changed)."""
+        self._left.pop(key, None)
         fragments = self._fragments
         for ip in self.index.claims(key):
             fragment = fragments.get(ip)
@@ -216,7 +225,7 @@ class TargetSet:
             record = winners.get(ip)
             if record is None:
                 if old is not None:
-                    blocks.remove(fragments.pop(ip))
+                    self._leave(fragments.pop(ip))
                 continue
             # The group's JSON is built by the next render, straight into its block.
             order = (record.key, hostport(ip, self._port(record)[1]))
@@ -224,10 +233,28 @@ class TargetSet:
                 blocks.rebuild(old)
                 continue
             if old is not None:
-                blocks.remove(old)
+                self._leave(old)
             fragments[ip] = entry = Entry(order, ip)
             blocks.add(entry)
         self._mark_dirty()
+
+    def _leave(self, entry: Entry) -> None:
+        built = self._blocks.remove(entry)
+        if built is not None:
+            self._left.setdefault(entry.order[0], {})[entry.target] = (entry.source, built)
+
+    def _build(self, entry: Entry) -> bytes:
+        """An entry's JSON: as it left the body if its record is the same again, else built."""
+        record = entry.source = self.index.winners[entry.ip]
+        key, target = entry.order
+        left = self._left.get(key)
+        if left is not None:
+            kept = left.pop(target, None)
+            if not left:
+                del self._left[key]
+            if kept is not None and kept[0] == record:
+                return kept[1]
+        return self._group(record, entry.ip, target)
 
     def _mark_dirty(self) -> None:
         if not self.dirty:
@@ -257,8 +284,7 @@ class TargetSet:
         if not self.dirty:
             return False
         self.dirty = False
-        winners = self.index.winners
-        self.current = self._blocks.render(lambda e: self._group(winners[e.ip], e.ip, e.target))
+        self.current = self._blocks.render(self._build)
         self._shards.clear()
         self.renders += 1
         return True

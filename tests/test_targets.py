@@ -257,3 +257,29 @@ def test_shard_bodies_are_cut_once_per_render_and_only_two_shard_counts_are_kept
     assert b"192.0.2.1:" not in b"".join(bytes(ts.shard(2, i)) for i in range(2))
     union = [g for i in range(2) for g in orjson.loads(bytes(ts.shard(2, i)))]
     assert sorted(union, key=orjson.dumps) == sorted(groups(ts), key=orjson.dumps)
+
+
+def test_a_node_that_comes_back_unchanged_is_served_its_old_group_and_a_changed_one_a_new_one(monkeypatch):
+    ts = TargetSet(KUBELET)
+    for i in range(1, 4):
+        ts.upsert(parse_node(make_node(f"n{i}", [f"192.0.2.{i}"], labels={"zone": "a"})))
+    ts.render()
+    before = (ts.body, ts.etag)
+    built: list[str] = []
+    labels = nodes.KIND.labels
+    monkeypatch.setattr(nodes.KIND, "labels", lambda record, *args: built.append(record.name) or labels(record, *args))
+    ts.upsert(parse_node(make_node("n2", ["192.0.2.2"], labels={"zone": "a"}, ready="False")))
+    ts.render()
+    ts.upsert(parse_node(make_node("n2", ["192.0.2.2"], labels={"zone": "a"})))
+    ts.render()
+    assert (ts.body, ts.etag) == before and built == [], "served as it left, not built again"
+    ts.upsert(parse_node(make_node("n2", ["192.0.2.2"], labels={"zone": "a"}, ready="False")))
+    ts.render()
+    ts.upsert(parse_node(make_node("n2", ["192.0.2.2"], labels={"zone": "b"})))
+    assert [g["labels"]["__meta_kubernetes_node_label_zone"] for g in groups(ts)] == ["a", "b", "a"] and built == ["n2"]
+    ts.delete("n2")
+    fresh = TargetSet(KUBELET)
+    fresh.replace([ts.record(k) for k in ("n1", "n3")])
+    fresh.render()
+    ts.render()
+    assert (ts.body, ts.etag) == (fresh.body, fresh.etag)
