@@ -21,32 +21,46 @@ T = TypeVar("T")
 _MALFORMED = frozenset({BAD_FIELD, INVALID_IP})
 
 
-class Fields:
-    """The reports of one parse, remembering which record fields were malformed.
+def _unset(reason: str, detail: str) -> None:
+    raise RuntimeError("Fields.start was not called")
 
-    Each value is read with ``filling(<the record fields it fills>)`` as its report; the
-    record built is passed to ``finish``: a malformed field of an object we already know
-    gets the previous record's value back (a new object keeps the well-formed part). A
-    malformed section (``spec: "x"``; ``status`` null or absent, which the API server
-    never sends) makes every field read from it malformed.
+
+class Fields:
+    """The reports of one parse at a time, remembering which record fields were malformed.
+
+    ``start`` a parse; read each value with ``filling(<the record fields it fills>)`` as
+    its report; pass the record built to ``finish``: a malformed field of an object we
+    already know gets the previous record's value back (a new object keeps the well-formed
+    part). A malformed section (``spec: "x"``; ``status`` null or absent, which the API
+    server never sends) makes every field read from it malformed. A kind keeps one and
+    reuses it, so each ``filling`` report is made once, not once per parse.
     """
 
-    __slots__ = ("_report", "previous", "bad")
+    __slots__ = ("_report", "previous", "bad", "_fillings")
 
-    def __init__(self, report: Report, previous: Any) -> None:
-        self._report, self.previous = report, previous
+    def __init__(self) -> None:
+        self._report: Report = _unset
+        self.previous: Any = None
         self.bad: set[str] | None = None
+        self._fillings: dict[tuple[str, ...], Report] = {}
+
+    def start(self, report: Report, previous: Any) -> Fields:
+        self._report, self.previous, self.bad = report, previous, None
+        return self
 
     def filling(self, *attrs: str) -> Report:
         """The report for reading a value that fills the record fields ``attrs``."""
+        report = self._fillings.get(attrs)
+        if report is None:
 
-        def report(reason: str, detail: str) -> None:
-            if reason in _MALFORMED:
-                self._mark(attrs)
-                if self.previous is not None:
-                    detail += "; keeping the last good value"
-            self._report(reason, detail)
+            def report(reason: str, detail: str) -> None:
+                if reason in _MALFORMED:
+                    self._mark(attrs)
+                    if self.previous is not None:
+                        detail += "; keeping the last good value"
+                self._report(reason, detail)
 
+            self._fillings[attrs] = report
         return report
 
     def _mark(self, attrs: tuple[str, ...]) -> None:

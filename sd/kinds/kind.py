@@ -92,6 +92,9 @@ class Kind(Generic[R]):
     # to just these, and ``parse`` must read nothing else (tests/test_cost.py checks it).
     watched: ClassVar[type[Watched]]
 
+    def __init__(self) -> None:
+        self._fields = Fields()  # one parse at a time: parse never calls parse
+
     @property
     def singular(self) -> str:
         """"node": object references in reports ("node/n1")."""
@@ -127,7 +130,7 @@ class Kind(Generic[R]):
         who = identify(raw, self.singular, self.namespaced, report)
         if who is None:
             return None
-        f = Fields(report, previous)
+        f = self._fields.start(report, previous)
         fields = self.read(raw, who, f)
         fields.update(read_meta(who, f, annotations))
         return f.finish(self.record(**fields))  # type: ignore[no-any-return]

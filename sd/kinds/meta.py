@@ -4,9 +4,8 @@ the listed annotations."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from operator import eq, itemgetter
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
 from sd.kinds.fields import Fields, get_dict, get_str, timestamp
 from sd.kinds.labels import Allowlist
@@ -16,8 +15,7 @@ from sd.kinds.shared import intern, shared
 _first, _second = itemgetter(0), itemgetter(1)
 
 
-@dataclass(frozen=True, slots=True)
-class Identity:
+class Identity(NamedTuple):
     """Who an object is, read before anything else: every report names it."""
 
     meta: dict[str, Any]

@@ -21,19 +21,14 @@ Generic: nothing here knows a kind; the informer and the kinds both build on it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import cache
-from operator import attrgetter
-from typing import Any, Callable, get_args
+from typing import Any, Callable, NamedTuple, get_args
 
 import msgspec
 import orjson
 
 EVENT_TYPES = frozenset({"ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"})
-# Between the parts of a digest: a byte raw JSON never holds outside a string, nor in one
-# unescaped, so that no two sequences of parts join to the same bytes.
-_SEPARATOR = b"\x00"
-_NULL = b"~"  # a null section: no raw JSON value is this alone
+_lay_out = msgspec.msgpack.Encoder().encode
 _decode_part = msgspec.json.Decoder().decode
 
 
@@ -42,50 +37,23 @@ class Malformed(Exception):
 
 
 class _Layout:
-    """Where a watched type's parts are, worked out once per type: its raw parts (read in one
-    ``attrgetter`` call), its sections (``metadata``, ``status``: each with its own layout,
-    null or not) and its lists of sub-parts (a node's conditions)."""
+    """Where a watched type's parts are, worked out once per type: each field's name, what it
+    holds ("raw", "str", a "struct" section, or a "list" of them) and, for those, their layout."""
 
     def __init__(self, struct: type[msgspec.Struct]) -> None:
-        raws: list[str] = []
-        self.subs: list[tuple[Callable[[Any], Any], _Layout]] = []
-        self.lists: list[tuple[Callable[[Any], Any], _Layout]] = []
-        self.fields: list[tuple[str, str, _Layout | None]] = []  # (name, "raw" | "str" | "struct" | "list", layout)
+        self.fields: list[tuple[str, str, _Layout | None]] = []
         for field in msgspec.structs.fields(struct):
             name, kind = field.name, field.type
             args = [t for t in get_args(kind) if t is not type(None)]
             if kind is msgspec.Raw:
-                raws.append(name)
                 self.fields.append((name, "raw", None))
             elif kind is str:
                 self.fields.append((name, "str", None))  # name, namespace, resourceVersion: not parts
             elif isinstance(kind, type) and issubclass(kind, msgspec.Struct) or len(args) == 1 and issubclass(args[0], msgspec.Struct):
-                sub = _layout(args[0] if args else kind)  # a section, or a nullable one
-                self.subs.append((attrgetter(name), sub))
-                self.fields.append((name, "struct", sub))
+                self.fields.append((name, "struct", _layout(args[0] if args else kind)))  # a section, or a nullable one
             else:  # list[<struct>] | None
                 (item,) = get_args(args[0])
-                self.lists.append((attrgetter(name), _layout(item)))
                 self.fields.append((name, "list", _layout(item)))
-        get = attrgetter(*raws) if raws else (lambda obj: ())
-        self.raws: Callable[[Any], tuple[msgspec.Raw, ...]] = get if len(raws) != 1 else (lambda obj: (get(obj),))
-
-    def pieces(self, obj: Any, out: list[Any]) -> None:
-        out += self.raws(obj)
-        for get, layout in self.subs:
-            sub = get(obj)
-            if sub is None:
-                out.append(_NULL)
-            else:
-                layout.pieces(sub, out)
-        for get, layout in self.lists:
-            items = get(obj)
-            if items is None:
-                out.append(_NULL)
-                continue
-            out.append(b"[%d" % len(items))
-            for item in items:
-                layout.pieces(item, out)
 
 
 @cache
@@ -93,13 +61,14 @@ def _layout(struct: type[msgspec.Struct]) -> _Layout:
     return _Layout(struct)
 
 
-def digest(parts: msgspec.Struct) -> int:
-    """The digest of the watched parts' raw bytes, the resourceVersion left out. Python's
-    hash, SipHash keyed at random per process, so that nobody who can label an object can
-    aim two of its states at one value."""
-    pieces: list[Any] = []
-    _layout(type(parts)).pieces(parts, pieces)
-    return hash(_SEPARATOR.join(pieces))
+def digest(parts: Any) -> int:
+    """The digest of the watched parts' raw bytes, the resourceVersion left out (blanked in a
+    copy: ``parts`` is not changed). msgspec's msgpack encoder lays the raw parts end to end
+    as they are, copied, not re-encoded, within framing fixed by the type. Python's hash,
+    SipHash keyed at random per process, so that nobody who can label an object can aim two
+    of its states at one value."""
+    meta = msgspec.structs.replace(parts.metadata, resourceVersion="")
+    return hash(_lay_out(msgspec.structs.replace(parts, metadata=meta)))
 
 
 def whole(parts: msgspec.Struct) -> dict[str, Any]:
@@ -130,8 +99,7 @@ def _whole(obj: Any, layout: _Layout) -> dict[str, Any]:
     return out
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
     """One watch event: its type, its object's key and resourceVersion, and its object's
     watched parts with their digest (an ERROR: the Status' code and message, no digest)."""
 
