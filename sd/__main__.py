@@ -33,7 +33,7 @@ from sd.config import ConfigError, load_config  # noqa: E402
 from sd.feed import Feed  # noqa: E402
 from sd.http.app import create_app  # noqa: E402
 from sd.http.server import bind_socket, parse_listen, serve  # noqa: E402
-from sd.kinds.common import IP_FAMILY_LABEL  # noqa: E402
+from sd.kinds.labels import IP_FAMILY_LABEL  # noqa: E402
 from sd.kinds.nodes import NODE_NAME  # noqa: E402
 from sd.kinds.pods import NAMESPACE, POD_NAME, POD_NODE_NAME  # noqa: E402
 from sd.kube.client import ClusterConfig, ConfigException, NoClusterConfig, api_client, find_cluster, list_call  # noqa: E402
@@ -243,14 +243,11 @@ async def _run(service: Service, metrics: Metrics, sock: socket.socket, cluster:
         log.info("watching cluster=%s sources=%s", str(cluster), [str(s) for s in service.feeds])
 
     def informer(feed: Feed) -> Callable[[], Awaitable[None]]:
-        src = feed.source
-        call = list_call(api, src.api_path, src.label_selector, src.field_selector)
-        return Informer(feed.name, call, feed, config.kubernetes).run
+        lw = feed.list_watch
+        call = list_call(api, lw.api_path, lw.label_selector, lw.field_selector)
+        return Informer(feed.name, call, feed.decode, feed, config.kubernetes).run
 
-    async def background() -> None:
-        await service.run(informer if api is not None else None)
-
-    app = create_app(service.sets, metrics, background, server=config.server)
+    app = create_app(service, metrics, informer if api is not None else None, server=config.server)
 
     def reload() -> None:
         try:
@@ -263,7 +260,6 @@ async def _run(service: Service, metrics: Metrics, sock: socket.socket, cluster:
             metrics.config_reloads.labels("failed").inc()
             metrics.config_reload_ok.set(0)
             return
-        app.state.renderer.adopt()
         metrics.config_reloads.labels("ok").inc()
         metrics.config_reload_ok.set(1)
 

@@ -16,7 +16,7 @@ import hashlib
 import io
 from bisect import bisect_right, insort
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 # Groups per block: a block is split in two when it grows past twice this. Small
 # enough that rebuilding one is cheap (~64 groups, ~100 KB at kubelet label sizes),
@@ -34,6 +34,7 @@ class Entry:
     start: int = -1
     end: int = -1
     digest: int = 0  # blake2b-128 of the group's JSON, as an int
+    source: Any = None  # what its JSON was last built from (the owner's business)
 
     @property
     def target(self) -> str:
@@ -109,16 +110,19 @@ class Blocks:
             self._blocks.insert(i + 1, rest)
             self._firsts.insert(i + 1, rest.entries[0].order)
 
-    def remove(self, entry: Entry) -> None:
+    def remove(self, entry: Entry) -> bytes | None:
+        """Take the entry out; its JSON as last built, if it was."""
         i = self._find(entry.order)
         block = self._blocks[i]
         block.entries.remove(entry)
         self.digest_sum -= entry.digest
+        built = block.data[entry.start : entry.end] if entry.start >= 0 else None
         if not block.entries:
             del self._blocks[i], self._firsts[i]
         else:
             block.dirty = True
             self._firsts[i] = block.entries[0].order
+        return built
 
     def rebuild(self, entry: Entry) -> None:
         """Build this entry's JSON again at the next render (its labels changed)."""

@@ -19,7 +19,7 @@ from sd.kinds import KINDS
 from sd.selectors import SelectorError, parse_field_selector, parse_label_selector
 
 # A set's `source`: one of the registered kinds (sd/kinds/), by name.
-Source = StrEnum("Source", {name.upper(): name for name in KINDS})  # type: ignore[misc]
+KindName = StrEnum("KindName", {name.upper(): name for name in KINDS})  # type: ignore[misc]
 
 
 class IPFamilyPolicy(StrEnum):
@@ -67,7 +67,7 @@ class AttachMetadata:
 @dataclass(frozen=True, slots=True)
 class SetConfig:
     name: str
-    source: Source
+    source: KindName
     port: int
     label_selector: str = ""
     field_selector: str = ""
@@ -117,15 +117,15 @@ def default_config() -> Config:
         targets={
             "kubelet": SetConfig(
                 name="kubelet",
-                source=Source.NODES,
-                address_types=KINDS[Source.NODES].address_types,
+                source=KindName.NODES,
+                address_types=KINDS[KindName.NODES].address_types,
                 ip_family=IPFamilyPolicy.PRIMARY,
                 port_name="kubelet",
                 port=10250,
             ),
             "fluentd": SetConfig(
                 name="fluentd",
-                source=Source.PODS,
+                source=KindName.PODS,
                 label_selector="app.kubernetes.io/name=fluentd",
                 ip_family=IPFamilyPolicy.BOTH,
                 port_name="monitor",
@@ -286,10 +286,10 @@ class _Validator:
     def target_set(self, name: str, raw: Any, path: str) -> SetConfig:
         if not isinstance(raw, dict):
             self.bad(path, f"must be a mapping of settings, got {_show(raw)}")
-            return SetConfig(name=name, source=Source.NODES, port=80)
+            return SetConfig(name=name, source=KindName.NODES, port=80)
         self.unknown(raw, path, [f for f in SetConfig.__slots__ if f != "name"])
-        source = self.choice(raw, path, "source", Source, None, required=True)
-        kind = KINDS[source or Source.NODES]
+        source = self.choice(raw, path, "source", KindName, None, required=True)
+        kind = KINDS[source or KindName.NODES]
         label_selector = self.selector(raw, path, "label_selector", parse_label_selector)
         field_selector = self.selector(raw, path, "field_selector", lambda s: parse_field_selector(s, kind.fields))
         namespaces = self.strings(raw, path, "namespaces")
@@ -349,7 +349,7 @@ class _Validator:
                 self.bad(f"{path}.attach_metadata.node", f"applies to sets whose objects run on a node (pods), not {kind.name}")
         return SetConfig(
             name=name,
-            source=source or Source.NODES,
+            source=source or KindName.NODES,
             label_selector=label_selector,
             field_selector=field_selector,
             namespaces=tuple(namespaces),

@@ -1,10 +1,7 @@
-"""Sources and feeds: which collections to watch for the configured sets, and the
-feed that turns one source's raw objects into records for the sets reading it.
+"""Feeds: one list/watch's raw objects → records → the target sets reading it.
 
-A *source* is one list/watch: a kind, an optional namespace and the selectors
-pushed to the API server. Sets with the same source share it (one watch, one
-parse per event). The informer or the snapshot reader drives a ``Feed``; the feed
-is the only writer of its source's ``SourceStatus``.
+The informer or the snapshot reader drives a ``Feed``; the feed is the only writer of
+its list/watch's ``SourceStatus`` (a *source*, as metrics and pages call it).
 """
 
 from __future__ import annotations
@@ -13,34 +10,22 @@ import gc
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Protocol
 
-import msgspec
 from cachetools import TTLCache
 
-from sd.config import Config
-from sd.kinds import KINDS, Kind, nodes
-from sd.kinds.common import BAD_OBJECT, NOTHING, Allowlist, Record, watched_digest, watched_object
-from sd.kube.snapshot import read_snapshot
+from sd.kinds import Kind, nodes
+from sd.kinds.kind import Record
+from sd.kinds.labels import NOTHING, Allowlist
+from sd.kinds.reports import BAD_OBJECT
+from sd.kube.events import Decoder, Event
 from sd.metrics import Metrics
-from sd.selectors import matcher
 from sd.status import Phase, SourceError, SourceStatus
-from sd.targets import TargetSet
 
 log = logging.getLogger("sd.feed")
 
-# What a feed hands records to: target sets, and the node directory (the same calls).
-Reader = TargetSet | nodes.Directory
-
 INTERNAL_ERROR = "internal_error"
 _EVENT_TYPES = ("ADDED", "MODIFIED", "DELETED")
-
-
-def _watched_event(kind: Kind) -> msgspec.json.Decoder:
-    """Decodes a watch line into its type and the parts of its object the kind reads."""
-    event = msgspec.defstruct("WatchedEvent", [("type", str, ""), ("object", kind.watched | None, None)])
-    return msgspec.json.Decoder(event)
 
 
 class _ListingGC:
@@ -72,7 +57,10 @@ _LISTING_GC = _ListingGC()
 
 
 @dataclass(frozen=True, slots=True)
-class Source:
+class ListWatch:
+    """One list/watch: a kind, an optional namespace and the selectors pushed to the API
+    server. Sets with equal ones share one feed (one watch, one parse per event)."""
+
     kind: Kind
     namespace: str | None = None  # None: all namespaces
     label_selector: str = ""
@@ -96,60 +84,18 @@ class Source:
 
 
 # All nodes, unfiltered: what sets with attach_metadata: {node: true} read node labels from.
-ALL_NODES = Source(nodes.KIND)
+ALL_NODES = ListWatch(nodes.KIND)
 
 
-def plan_sources(config: Config, sets: dict[str, TargetSet], directory: nodes.Directory) -> dict[Source, list[Reader]]:
-    """Each distinct source the config needs, with what reads it: sets, and the node
-    directory when some set attaches node metadata (fed by the one unfiltered node watch,
-    which a node set without selectors shares)."""
-    readers: dict[Source, list[Reader]] = {}
-    for name, sc in config.targets.items():
-        for ns in sc.namespaces or (None,):
-            src = Source(KINDS[sc.source], ns, sc.label_selector, sc.field_selector)
-            readers.setdefault(src, []).append(sets[name])
-    if any(sc.attach_metadata.node for sc in config.targets.values()):
-        readers.setdefault(ALL_NODES, []).append(directory)
-    return readers
+class Reader(Protocol):
+    """What a feed hands records to: target sets, and the node index."""
 
-
-def annotations_for(source: Source, readers: list[Reader], sets: dict[str, TargetSet]) -> Allowlist:
-    """The annotations a source's feed must keep: what its sets list, and for the node
-    directory what the sets attached to it list."""
-    allow = NOTHING
-    for reader in readers:
-        allow |= reader.annotations if isinstance(reader, TargetSet) else NOTHING
-    if source == ALL_NODES and any(isinstance(r, nodes.Directory) for r in readers):
-        for ts in sets.values():
-            if ts.config.attach_metadata.node:
-                allow |= ts.annotations
-    return allow
-
-
-def attach(config: Config, sets: dict[str, TargetSet], directory: nodes.Directory) -> None:
-    for name, sc in config.targets.items():
-        if sc.attach_metadata.node and sets[name].nodes is None:
-            sets[name].attach(directory)
-
-
-def read_objects(path: str | Path) -> dict[str, list[dict[str, Any]]]:
-    """The objects of a snapshot file by kind name; raises SnapshotError."""
-    return read_snapshot(path, {kind.object_kind: kind.name for kind in KINDS.values()},
-                         {kind.list_kind: kind.object_kind for kind in KINDS.values()})
-
-
-def load_snapshot(objects: dict[str, list[dict[str, Any]]], feeds: list[Feed]) -> None:
-    """Give each feed the snapshot's objects its source would get from the API server
-    (kind, namespace, selectors), as one full list."""
-    for feed in feeds:
-        src = feed.source
-        match = matcher(src.label_selector, src.field_selector, src.kind.fields)
-        feed.list_page(
-            obj
-            for obj in objects.get(src.kind.name, ())
-            if (src.namespace is None or (obj.get("metadata") or {}).get("namespace") == src.namespace) and match(obj)
-        )
-        feed.list_done(Phase.SNAPSHOT)
+    def add_status(self, status: SourceStatus) -> None: ...
+    def source_synced(self) -> None: ...
+    def record(self, key: str) -> Any: ...
+    def upsert(self, record: Any) -> None: ...
+    def delete(self, key: str) -> None: ...
+    def replace(self, records: list[Any], keys: set[str] | None = None) -> None: ...
 
 
 class Feed:
@@ -162,13 +108,13 @@ class Feed:
     ``report``), which the feed turns into the source's status and counters.
     """
 
-    def __init__(self, source: Source, sets: list[Reader], metrics: Metrics, annotations: Allowlist = NOTHING) -> None:
-        self.source = source
+    def __init__(self, list_watch: ListWatch, sets: list[Reader], metrics: Metrics, annotations: Allowlist = NOTHING) -> None:
+        self.list_watch = list_watch
         self.annotations = annotations  # kept in records: the union of what readers list
-        self.kind = source.kind
+        self.kind = list_watch.kind
         self.sets = sets
         self.metrics = metrics
-        self.name = str(source)
+        self.name = str(list_watch)
         self.status = SourceStatus(self.name)
         self._keys: set[str] = set()  # keys this source delivered; a relist replaces exactly these
         self._pending: list[Record] = []
@@ -179,25 +125,26 @@ class Feed:
         # Key → digest of the watched parts its current record was built from (records
         # built cleanly from a watch line only): a line with the same digest changes nothing.
         self._digests: dict[str, int] = {}
-        self._decoder = _watched_event(self.kind)
+        self.decode = Decoder(self.kind.watched, self.kind.object_key)  # its watch lines' decoder
         for ts in sets:
-            ts.add_source(self.status)
+            ts.add_status(self.status)
 
-    def read_by(self, sets: list[Reader], annotations: Allowlist) -> None:
-        """From now on feed ``sets`` (a config reload). A set new to this source gets the
-        source's current objects at once, so it is ready as soon as it renders."""
+    def read_by(self, sets: list[Reader], annotations: Allowlist) -> bool:
+        """From now on feed ``sets`` (a config reload), keeping ``annotations``. A set new to
+        this source gets the source's current objects at once, so it is ready as soon as it
+        renders. False when the records held lack annotations now listed: they need a relist."""
         current = [r for key in self._keys if (r := self.sets[0].record(key)) is not None] if self.sets else []
         for ts in sets:
             if ts in self.sets:
                 continue
-            ts.add_source(self.status)
+            ts.add_status(self.status)
             if self.status.synced:
                 ts.replace(current, set())
                 ts.source_synced()
         self.sets = sets
-        if annotations != self.annotations:
-            self._digests.clear()  # the next event of each object is parsed: it brings the newly listed annotations
+        held = self.annotations.covers(annotations)
         self.annotations = annotations
+        return held
 
     # -- bad data ----------------------------------------------------------------------
 
@@ -282,47 +229,16 @@ class Feed:
                 ts.source_synced()
             log.info("source synced source=%r objects=%d", self.name, len(records))
 
-    def watch_line(self, line: bytes | bytearray) -> str | None:
-        """A MODIFIED watch line, decoded here into just the parts a record is built from
-        (``Kind.watched``); its resourceVersion once handled, or None for anything else (any
-        other event, or a line that does not decode so: the informer decodes it in full,
-        reports what is wrong, and calls ``event``).
-
-        Parts that read the same, byte for byte, as those the current record came from
-        (a node's heartbeat) change nothing and are only counted; others are parsed."""
-        try:
-            event = self._decoder.decode(line)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            return None
-        obj = event.object
-        if event.type != "MODIFIED" or obj is None:
-            return None
-        meta = obj.metadata
-        key, version = self.kind.watched_key(meta), meta.resourceVersion
-        if key is None or not version:
-            return None
+    def event(self, event: Event) -> None:
+        """A watch event. Parts that read the same, byte for byte, as those the current
+        record came from (a node's heartbeat) change nothing and are only counted; others
+        are parsed (``Malformed`` when they are not JSON: the informer reports it)."""
         self.status.last_sync = time.time()
-        self._event_counters["MODIFIED"].inc()
-        digest = watched_digest(obj)
-        if self._digests.get(key) == digest:
-            return version
-        reports = self._reports
-        record = self._record(watched_object(obj))
-        if record is not None and self._reports == reports:
-            self._digests[key] = digest
-        else:
-            self._digests.pop(key, None)
-        if record is not None:
-            self._upsert(record)
-        return version
-
-    def event(self, kind: str, obj: Any) -> None:
-        self.status.last_sync = time.time()
+        kind, key = event.type, event.key
         if kind == "BOOKMARK":  # progress only: the source is current up to its version
             return
         self._event_counters[kind].inc()
         if kind == "DELETED":
-            key = self.kind.key(obj)
             if key is None:
                 self.report(self.name, BAD_OBJECT, f"{self.name}: DELETED event without metadata.name")
                 return
@@ -331,10 +247,16 @@ class Feed:
             for ts in self.sets:
                 ts.delete(key)
             return
-        record = self._record(obj)
+        if key is not None and event.digest is not None and self._digests.get(key) == event.digest:
+            return
+        reports = self._reports
+        record = self._record(event.whole())
         if record is None:
             return
-        self._digests.pop(record.key, None)  # built from a whole object: no digest to compare with
+        if self._reports == reports and event.digest is not None:
+            self._digests[record.key] = event.digest
+        else:
+            self._digests.pop(record.key, None)
         self._upsert(record)
 
     def _upsert(self, record: Record) -> None:

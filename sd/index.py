@@ -14,19 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Generic, Iterable, Protocol, TypeVar
+from typing import Any, Callable, Generic, Iterable, TypeVar
+
+from sd.kinds.kind import Record
 
 
-class Candidate(Protocol):
-    @property
-    def key(self) -> str: ...
-    @property
-    def ready(self) -> str: ...
-    @property
-    def created(self) -> float: ...
-
-
-R = TypeVar("R", bound=Candidate)
+R = TypeVar("R", bound=Record)  # what the rule reads of it: key, ready, created
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,12 +51,12 @@ RULES: tuple[Rule, ...] = (
 _RULE_KEYS = tuple(rule.key for rule in RULES)
 
 
-def rank(record: Candidate) -> tuple[Any, ...]:
+def rank(record: Record) -> tuple[Any, ...]:
     """The sort key of the conflict rule: greater wins."""
     return tuple([key(record) for key in _RULE_KEYS])
 
 
-def why_lost(loser: Candidate, winner: Candidate) -> str:
+def why_lost(loser: Record, winner: Record) -> str:
     """The first rule that decided between the two, in words."""
     for rule in RULES:
         if rule.key(loser) != rule.key(winner):

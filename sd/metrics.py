@@ -2,7 +2,7 @@
 
 Counters are updated where things happen (feeds, renders, HTTP); gauges that
 describe current state (targets, conflicts, excluded objects, source health) are
-read at scrape time from the sets' ``stats()`` and the sources' ``SourceStatus``,
+read at scrape time from ``sd.views`` (each set's ``stats``, the sources' ``SourceStatus``),
 each written in one place, so the pure core never imports prometheus_client.
 """
 
@@ -39,47 +39,30 @@ class Metrics:
         )
         v = versions()
         build.labels(v["version"], v["python"], v["kubernetes_asyncio"]).set(1)
-        self.skipped = Counter(
-            PREFIX + "skipped_total",
-            "Objects or fields skipped for bad data, by source and reason.",
-            ["source", "reason"],
-            registry=r,
-        )
-        self.events = Counter(
-            PREFIX + "watch_events_total", "Watch events received, by resource and type.", ["resource", "type"], registry=r
-        )
-        self.relists = Counter(
-            PREFIX + "relists_total",
+        counter = self._counter
+        self.skipped = counter("skipped_total", "Objects or fields skipped for bad data, by source and reason.", "source", "reason")
+        self.events = counter("watch_events_total", "Watch events received, by resource and type.", "resource", "type")
+        self.relists = counter(
+            "relists_total",
             "Full lists of a source, by reason and method (streaming: a watch with sendInitialEvents; paginated).",
-            ["source", "reason", "method"],
-            registry=r,
+            "source", "reason", "method",
         )
-        self.list_fallbacks = Counter(
-            PREFIX + "streaming_list_fallbacks_total",
-            "Streaming lists given up for a paginated one, by why (rejected_422, rejected_400, ignored).",
-            ["source", "reason"],
-            registry=r,
+        self.list_fallbacks = counter(
+            "streaming_list_fallbacks_total",
+            "Streaming lists given up for a paginated one, by why (rejected_422, rejected_400, ignored).", "source", "reason",
         )
-        self.source_errors = Counter(
-            PREFIX + "source_errors_total",
-            "Failed list/watch requests and untrustworthy streams, by source and reason (each is backed off).",
-            ["source", "reason"],
-            registry=r,
+        self.source_errors = counter(
+            "source_errors_total",
+            "Failed list/watch requests and untrustworthy streams, by source and reason (each is backed off).", "source", "reason",
         )
-        self.restarts = Counter(
-            PREFIX + "watch_restarts_total", "Watch streams restarted, by reason.", ["source", "reason"], registry=r
-        )
-        self.tls_reloads = Counter(
-            PREFIX + "tls_reloads_total", "Certificate reloads after the files changed, by result.", ["result"], registry=r
-        )
-        self.config_reloads = Counter(
-            PREFIX + "config_reloads_total", "Config reloads (SIGHUP), by result.", ["result"], registry=r
-        )
+        self.restarts = counter("watch_restarts_total", "Watch streams restarted, by reason.", "source", "reason")
+        self.tls_reloads = counter("tls_reloads_total", "Certificate reloads after the files changed, by result.", "result")
+        self.config_reloads = counter("config_reloads_total", "Config reloads (SIGHUP), by result.", "result")
         self.config_reload_ok = Gauge(
             PREFIX + "config_last_reload_successful", "1 if the last config reload applied, 0 if it was refused.", registry=r
         )
         self.config_reload_ok.set(1)
-        self.renders = Counter(PREFIX + "renders_total", "Target set bodies rendered.", ["set"], registry=r)
+        self.renders = counter("renders_total", "Target set bodies rendered.", "set")
         self.render_seconds = Histogram(
             PREFIX + "render_duration_seconds",
             "Time to render a target set body.",
@@ -87,9 +70,7 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
             registry=r,
         )
-        self.requests = Counter(
-            PREFIX + "http_requests_total", "HTTP requests, by route and status code.", ["route", "code"], registry=r
-        )
+        self.requests = counter("http_requests_total", "HTTP requests, by route and status code.", "route", "code")
         self.request_seconds = Histogram(
             PREFIX + "http_request_duration_seconds",
             "HTTP request latency, by route.",
@@ -97,6 +78,9 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=r,
         )
+
+    def _counter(self, name: str, documentation: str, *labels: str) -> Counter:
+        return Counter(PREFIX + name, documentation, labels, registry=self.registry)
 
     def watch_sets(self, sets: Mapping[str, TargetSet]) -> None:
         """Report the state of the sets in ``sets`` (as it is at each scrape), and their sources'."""
@@ -147,9 +131,11 @@ class _StateCollector(Collector):
             "When the source last finished a full list or received a watch event or bookmark.",
             labels=["source"],
         )
-        sources = {}
-        for ts in list(self._sets.values()):
-            stats = ts.stats()
+        from sd.views import stats as set_stats, statuses
+
+        sets = list(self._sets.values())
+        for ts in sets:
+            stats = set_stats(ts)
             for (family, result), count in stats.probes.items():
                 probes.add_metric([ts.name, family, result], count)
             for family, count in stats.targets.items():
@@ -160,8 +146,7 @@ class _StateCollector(Collector):
             conflicts.add_metric([ts.name], stats.conflicts)
             resolved.add_metric([ts.name], stats.conflicts_resolved)
             synced.add_metric([ts.name], 1 if stats.synced else 0)
-            sources.update((s.name, s) for s in ts.sources)
-        for name, status in sorted(sources.items()):
+        for name, status in statuses(sets).items():
             for p in PHASES:
                 phase.add_metric([name, p.value], 1 if status.phase == p else 0)
             failing.add_metric([name], 1 if status.failing else 0)

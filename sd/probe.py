@@ -31,6 +31,8 @@ from typing import Callable
 
 import httpx
 
+from sd.kinds.ips import hostport
+
 log = logging.getLogger("sd.probe")
 
 # (ip, port, path, scheme); the ip as the index stores it (normalized, IPv6 unbracketed).
@@ -255,8 +257,7 @@ class Prober:
 
     async def _check(self, endpoint: Endpoint) -> tuple[bool, str]:
         ip, port, path, scheme = endpoint
-        host = f"[{ip}]" if ":" in ip else ip
-        url = f"{scheme}://{host}:{port}{path if path.startswith('/') else '/' + path}"
+        url = f"{scheme}://{hostport(ip, port)}{path if path.startswith('/') else '/' + path}"
         try:
             # httpx's timeout bounds each phase; this bounds the whole probe.
             async with asyncio.timeout(self.timeout):

@@ -1,22 +1,30 @@
-"""The running service: target sets, the feeds that fill them and what drives the feeds
-(informers, or a snapshot file), built from a config and rebuilt by ``reload``.
+"""The running service: target sets, the feeds that fill them, what drives the feeds
+(informers, or a snapshot file), the renderer and the prober, built from a config and
+rebuilt by ``reload``.
 
-A reload keeps every set whose settings did not change and every source still needed,
-with their state: an unchanged set keeps serving the same bytes, and only new or
-changed sources list the API server. The HTTP app reads ``sets``, which is updated in
-place.
+A reload keeps every set whose settings did not change and every list/watch still
+needed, with their state: an unchanged set keeps serving the same bytes, and only new or
+changed list/watches list the API server. The HTTP app reads ``sets``, which is updated
+in place.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
+from sd.attach import NodeIndex
 from sd.config import Config, IPFamilyPolicy
-from sd.feed import Feed, Source, annotations_for, attach, load_snapshot, plan_sources, read_objects
-from sd.kinds.nodes import Directory
+from sd.feed import ALL_NODES, Feed, ListWatch, Reader
+from sd.kinds import KINDS
+from sd.kinds.labels import NOTHING, Allowlist
+from sd.kube.snapshot import read_snapshot
 from sd.metrics import Metrics
+from sd.renderer import Renderer
+from sd.selectors import matcher
+from sd.status import Phase
 from sd.targets import TargetSet
 
 if TYPE_CHECKING:
@@ -24,19 +32,72 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sd.service")
 
+# What drives a feed: ``driver(feed)`` is its informer's ``run``.
+Driver = Callable[[Feed], Callable[[], Awaitable[None]]]
+
+
+def plan(config: Config, sets: dict[str, TargetSet], nodes: NodeIndex) -> dict[ListWatch, list[Reader]]:
+    """Each distinct list/watch the config needs, with what reads it: sets, and the node
+    index when some set attaches node metadata (fed by the one unfiltered node watch,
+    which a node set without selectors shares)."""
+    readers: dict[ListWatch, list[Reader]] = {}
+    for name, sc in config.targets.items():
+        for ns in sc.namespaces or (None,):
+            lw = ListWatch(KINDS[sc.source], ns, sc.label_selector, sc.field_selector)
+            readers.setdefault(lw, []).append(sets[name])
+    if any(sc.attach_metadata.node for sc in config.targets.values()):
+        readers.setdefault(ALL_NODES, []).append(nodes)
+    return readers
+
+
+def annotations_for(lw: ListWatch, readers: list[Reader], sets: dict[str, TargetSet]) -> Allowlist:
+    """The annotations a list/watch's feed must keep: what its sets list, and for the node
+    index what the sets attached to it list."""
+    allow = NOTHING
+    for reader in readers:
+        allow |= reader.annotations if isinstance(reader, TargetSet) else NOTHING
+    if lw == ALL_NODES and any(isinstance(r, NodeIndex) for r in readers):
+        for ts in sets.values():
+            if ts.config.attach_metadata.node:
+                allow |= ts.annotations
+    return allow
+
+
+def read_objects(path: str | Path) -> dict[str, list[dict[str, Any]]]:
+    """The objects of a snapshot file by kind name; raises SnapshotError."""
+    return read_snapshot(path, {kind.object_kind: kind.name for kind in KINDS.values()},
+                         {kind.list_kind: kind.object_kind for kind in KINDS.values()})
+
+
+def load_snapshot(objects: dict[str, list[dict[str, Any]]], feeds: list[Feed]) -> None:
+    """Give each feed the snapshot's objects its list/watch would get from the API server
+    (kind, namespace, selectors), as one full list."""
+    for feed in feeds:
+        lw = feed.list_watch
+        match = matcher(lw.label_selector, lw.field_selector, lw.kind.fields)
+        feed.list_page(
+            obj
+            for obj in objects.get(lw.kind.name, ())
+            if (lw.namespace is None or (obj.get("metadata") or {}).get("namespace") == lw.namespace) and match(obj)
+        )
+        feed.list_done(Phase.SNAPSHOT)
+
+
 class Service:
     def __init__(self, config: Config, metrics: Metrics, snapshot: str | None = None) -> None:
         self.config = config
         self.metrics = metrics
         self.snapshot = snapshot
         self.sets: dict[str, TargetSet] = {}
-        self.feeds: dict[Source, Feed] = {}
+        self.feeds: dict[ListWatch, Feed] = {}
         self.prober: Prober | None = None
-        self.nodes = Directory()  # node metadata for sets with attach_metadata: {node: true}
-        self._driver: Callable[[Feed], Callable[[], Any]] | None = None
-        self._tasks: dict[Source, asyncio.Task[None]] = {}
+        self.nodes = NodeIndex()  # node metadata for sets with attach_metadata: {node: true}
+        self._driver: Driver | None = None
+        self._tasks: dict[Any, asyncio.Task[None]] = {}
         self._crashed: asyncio.Future[None] | None = None
+        self._relist: set[ListWatch] = set()  # running list/watches to list again
         self._build(config)
+        self.renderer = Renderer(self.sets, metrics.rendered)
 
     # -- building -------------------------------------------------------------------
 
@@ -54,18 +115,28 @@ class Service:
         for name, sc in config.targets.items():
             old = self.sets.get(name)
             sets[name] = old if old is not None and old.config == sc else TargetSet(sc, self.prober)
-        wanted = plan_sources(config, sets, self.nodes)
-        for source, readers in wanted.items():
-            feed = self.feeds.get(source)
-            annotations = annotations_for(source, readers, sets)
+        for ts in self.sets.values():
+            if ts not in sets.values():
+                ts.detach()
+        if not any(sc.attach_metadata.node for sc in config.targets.values()):
+            # Nothing will feed the node index: it would go stale, so it is dropped, and a
+            # set that attaches again later gets a new one, filled from the node watch.
+            self.nodes = NodeIndex()
+        wanted = plan(config, sets, self.nodes)
+        for lw, readers in wanted.items():
+            feed = self.feeds.get(lw)
+            annotations = annotations_for(lw, readers, sets)
             if feed is None:
-                self.feeds[source] = Feed(source, readers, self.metrics, annotations)
-            else:
-                feed.read_by(readers, annotations)
-        self.nodes.listeners = [ts for ts in self.nodes.listeners if ts in sets.values()]
-        attach(config, sets, self.nodes)
-        for source in [s for s in self.feeds if s not in wanted]:
-            del self.feeds[source]
+                self.feeds[lw] = Feed(lw, readers, self.metrics, annotations)
+            elif not feed.read_by(readers, annotations):
+                # Its records were parsed keeping fewer annotations, and the others were
+                # never stored: only a new list brings them.
+                self._relist.add(lw)
+        for name, sc in config.targets.items():
+            if sc.attach_metadata.node and sets[name].attached is None:
+                sets[name].attach(self.nodes)
+        for lw in [lw for lw in self.feeds if lw not in wanted]:
+            del self.feeds[lw]
         self.sets.clear()
         self.sets.update(sets)
         self.config = config
@@ -82,11 +153,13 @@ class Service:
         assert self.snapshot is not None
         load_snapshot(objects if objects is not None else read_objects(self.snapshot), list(self.feeds.values()))
 
-    async def run(self, driver: Callable[[Feed], Callable[[], Any]] | None) -> None:
-        """Drive every feed (``driver(feed)`` → its informer's run) and the prober until
-        cancelled; raises if one of them stops by itself (a bug: liveness then fails)."""
+    async def run(self, driver: Driver | None) -> None:
+        """Render, drive every feed (``driver(feed)``: its informer's run; None for a
+        snapshot) and probe until cancelled; raises if one of them stops by itself (a
+        bug: liveness then fails)."""
         self._driver = driver
         self._crashed = asyncio.get_running_loop().create_future()
+        self._spawn("render", self.renderer.run(), "renderer")
         self._start_tasks()
         try:
             await self._crashed
@@ -97,11 +170,20 @@ class Service:
             if self.prober is not None:
                 await self.prober.aclose()
 
+    def stopped(self) -> list[str]:
+        """The names of the tasks that ended by themselves."""
+        return [t.get_name() for t in self._tasks.values() if t.done() and not t.cancelled()]
+
     def _start_tasks(self) -> None:
         if self._driver is not None:
-            for source, feed in self.feeds.items():
-                if source not in self._tasks:
-                    self._spawn(source, self._drive(feed), str(source))
+            for lw in self._relist:
+                task = self._tasks.pop(lw, None)
+                if task is not None:
+                    task.cancel()
+            for lw, feed in self.feeds.items():
+                if lw not in self._tasks:
+                    self._spawn(lw, self._drive(feed), str(lw))
+        self._relist.clear()
         if self.prober is not None and "probe" not in self._tasks:
             self._spawn("probe", self.prober.run(), "prober")
 
@@ -121,12 +203,13 @@ class Service:
         if task.cancelled() or self._crashed is None or self._crashed.done():
             return
         exc = task.exception() or RuntimeError(f"task {task.get_name()} returned")
+        log.error("background task stopped task=%s", task.get_name(), exc_info=exc)
         self._crashed.set_exception(exc)
 
     # -- reloading ------------------------------------------------------------------
 
     def reload(self, config: Config) -> None:
-        """Apply a new, valid config: keep unchanged sets and sources, start new ones,
+        """Apply a new, valid config: keep unchanged sets and list/watches, start new ones,
         stop the ones no longer configured. Settings read only at start are reported."""
         old = self.config
         for section in ("server", "kubernetes", "probe"):
@@ -136,18 +219,19 @@ class Service:
         # The snapshot file may have changed too: read it before changing anything, so
         # that an unreadable one refuses the whole reload.
         objects = read_objects(self.snapshot) if self.snapshot is not None else None
-        before_sets, before_sources = dict(self.sets), set(self.feeds)
+        before_sets, before = dict(self.sets), set(self.feeds)
         self._build(config)
-        for source in before_sources - set(self.feeds):
-            task = self._tasks.pop(source, None)
+        for lw in before - set(self.feeds):
+            task = self._tasks.pop(lw, None)
             if task is not None:
                 task.cancel()
-        added = [s for s in self.feeds if s not in before_sources]
+        added = [lw for lw in self.feeds if lw not in before]
         if objects is not None:
             self.load_snapshot(objects)
         self._start_tasks()
+        self.renderer.adopt()
         kept = [n for n, ts in self.sets.items() if before_sets.get(n) is ts]
         log.info(
             "config reloaded sets=%s kept=%s sources_added=%s sources_removed=%s",
-            ",".join(self.sets), ",".join(kept) or "-", len(added), len(before_sources - set(self.feeds)),
+            ",".join(self.sets), ",".join(kept) or "-", len(added), len(before - set(self.feeds)),
         )

@@ -4,57 +4,33 @@ A set reads one kind of object; the kind (``sd/kinds/``) builds each object's
 labels, the set adds the per-target and static ones. A set renders its body only
 when something it publishes changed, and the ``Renderer`` task coalesces renders
 during bursts (``sd/body.py`` keeps the body as blocks and rebuilds only those that
-changed); the HTTP layer only reads ``current`` (and ``shard``) and the read-only views
-(``stats``, ``explain``, ``sources``).
+changed); the HTTP layer only reads ``current`` (and ``shard``), and ``sd/views.py``
+what people and /metrics see of a set.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import socket
-import time
-from collections import Counter, OrderedDict
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import orjson
 
-from sd.body import EMPTY, Blocks, Body, Entry, etag
+from sd.attach import Attachment, NodeIndex
+from sd.body import EMPTY, Blocks, Body, Entry
 from sd.config import IPFamilyPolicy, SetConfig
-from sd.index import Index, Policy, why_lost
+from sd.index import Index, Policy
 from sd.kinds import KINDS
-from sd.kinds.common import IP_FAMILY_LABEL, NO_ADDRESS, NO_ADDRESS_WHY, Allowlist, IPFamily, Port, Record, hostport, ip_family
+from sd.kinds.ips import hostport, ip_family
+from sd.kinds.kind import Port, Record
+from sd.kinds.labels import IP_FAMILY_LABEL, Allowlist
+from sd.shards import Shards
 from sd.status import SourceStatus
 
 if TYPE_CHECKING:
-    from sd.kinds.nodes import Directory
     from sd.probe import Prober
 
 INSTANCE = "instance"
 METRICS_PATH = "__metrics_path__"
 SCHEME = "__scheme__"
-
-
-# Shard counts whose shard bodies are kept per render, least recently asked evicted: a
-# client walking through many values of N costs CPU, never memory beyond this many
-# partitions of the body (each the size of one body in all).
-SHARD_COUNTS_KEPT = 2
-
-
-def hashmod(value: str, modulus: int) -> int:
-    """Prometheus' relabel action ``hashmod``: md5 of the value, its last 8 bytes as a
-    big-endian unsigned integer, modulo ``modulus`` (model/relabel/relabel.go)."""
-    return int.from_bytes(hashlib.md5(value.encode()).digest()[8:], "big") % modulus
-
-
-def address_order(ip: str) -> bytes:
-    """Sort key of a canonical IP by its value: IPv4 before IPv6, then numerically
-    (as strings, ``2001:db8::21:3`` would come before ``2001:db8::2:7``). inet_pton,
-    not ipaddress: 2 ms against 23 ms for 5,000, sorted on every view of a set's page."""
-    if ":" in ip:
-        return b"\x06" + socket.inet_pton(socket.AF_INET6, ip)
-    return b"\x04" + socket.inet_pton(socket.AF_INET, ip)
 
 
 def select_ips(ips: tuple[str, ...], family: IPFamilyPolicy) -> tuple[str, ...]:
@@ -70,19 +46,6 @@ def select_ips(ips: tuple[str, ...], family: IPFamilyPolicy) -> tuple[str, ...]:
     if family == IPFamilyPolicy.IPV6:
         return (v6,) if v6 else ()
     return tuple(dict.fromkeys(ip for ip in ips if ip in (v4, v6)))  # both: one per family, primary first
-
-
-@dataclass(frozen=True, slots=True)
-class SetStats:
-    """A set's numbers for /metrics and the index page, read in one go."""
-
-    targets: dict[IPFamily, int]
-    objects: int
-    excluded: dict[str, int]  # reason → objects
-    conflicts: int  # IPs claimed by more than one candidate now
-    conflicts_resolved: int
-    synced: bool
-    probes: dict[tuple[IPFamily, str], int]  # (family, "ok" | "failed") → endpoints
 
 
 class TargetSet:
@@ -109,123 +72,123 @@ class TargetSet:
         self.index: Index[Record] = Index(Policy(exclude=self._exclude, claims=claims))
         # An object with one name for all its targets gets it as instance, unless one
         # object can emit two targets (ip_family both), where that would clash.
-        self._instance = family != IPFamilyPolicy.BOTH
+        self.instance_label = family != IPFamilyPolicy.BOTH
         self.annotations = Allowlist.of(config.annotations)
-        self.nodes: Directory | None = None  # where attach_metadata: {node: true} reads node labels
-        self._on_node: dict[str, set[str]] = {}  # node name → keys of the objects on it (attached sets)
-        self._node_of: dict[str, str] = {}  # key → its node name (attached sets)
+        self.attached: Attachment | None = None  # attach_metadata: {node: true}
         self._static = dict(config.labels)
         if config.metrics_path:
             self._static[METRICS_PATH] = config.metrics_path
         if config.scheme:
             self._static[SCHEME] = str(config.scheme)
         self._fragments: dict[str, Entry] = {}  # ip → its group in the body
+        # Groups that left the body (a node that turned NotReady), by key and target, with the
+        # record they were built from: one that comes back unchanged is served as it was, not
+        # built again. At most one per target an indexed object had: dropped with the object.
+        self._left: dict[str, dict[str, tuple[Record, bytes]]] = {}
         self._blocks = Blocks()
         self.current: Body = EMPTY  # the last rendered body
         self.renders = 0
         self.dirty = False
-        self._shards: OrderedDict[int, list[Body]] = OrderedDict()  # N → its shards' bodies
-        self.sources: list[SourceStatus] = []  # read-only here: their feeds write them
+        self._shards = Shards(self._blocks)
+        self.statuses: list[SourceStatus] = []  # of the list/watches it reads; their feeds write them
         self.on_dirty: Callable[[], None] = lambda: None
 
     @property
     def synced(self) -> bool:
         """Every source finished its first list and that state is rendered: serving
         before the render would answer 200 [] and make Prometheus drop all targets."""
-        return self.renders > 0 and all(s.synced for s in self.sources)
+        return self.renders > 0 and all(s.synced for s in self.statuses)
 
     def waiting_for(self) -> list[str]:
         """The sources that have not finished a first full list."""
-        return sorted(s.name for s in self.sources if not s.synced)
+        return sorted(s.name for s in self.statuses if not s.synced)
 
     def record(self, key: str) -> Record | None:
         return self.index.records.get(key)
 
+    def ips(self) -> Iterable[str]:
+        """The IPs served, each in one target."""
+        return self._fragments.keys()
+
+    def target(self, ip: str) -> str:
+        """The target served for ``ip`` (one of ``ips()``)."""
+        return self._fragments[ip].target
+
     # -- changes (called by feeds) ------------------------------------------------------
 
-    def add_source(self, status: SourceStatus) -> None:
-        self.sources.append(status)
+    def add_status(self, status: SourceStatus) -> None:
+        self.statuses.append(status)
 
     def source_synced(self) -> None:
         """A source finished its first full list; the set is ready once rendered."""
-        if all(s.synced for s in self.sources):
+        if all(s.synced for s in self.statuses):
             self._mark_dirty()  # render even an empty set, so it turns ready
 
     def upsert(self, record: Record) -> None:
         if self.prober is not None:
             self._probe(record)
-        if self.nodes is not None:
-            self._place(record.key, self.kind.node_of(record))
+        if self.attached is not None:
+            self.attached.place(record.key, record)
         self._apply(self.index.upsert(record))
 
     def delete(self, key: str) -> None:
+        self._left.pop(key, None)
         if self.prober is not None:
             self.prober.forget(key)
-        if self.nodes is not None:
-            self._place(key, None)
+        if self.attached is not None:
+            self.attached.place(key, None)
         self._apply(self.index.delete(key))
 
     def replace(self, records: list[Record], keys: set[str] | None = None) -> None:
         gone: set[str] = set()
-        if self.prober is not None or self.nodes is not None:  # only they track removals here
+        if self.prober is not None or self.attached is not None or self._left:  # only they track removals here
             gone = set(self.index.records if keys is None else keys) - {r.key for r in records}
+        for key in gone:
+            self._left.pop(key, None)
         if self.prober is not None:
             for record in records:
                 self._probe(record)
             for key in gone:
                 self.prober.forget(key)
-        if self.nodes is not None:
+        if self.attached is not None:
             for record in records:
-                self._place(record.key, self.kind.node_of(record))
+                self.attached.place(record.key, record)
             for key in gone:
-                self._place(key, None)
+                self.attached.place(key, None)
         self._apply(self.index.replace(records, keys))
 
     # -- attached node metadata -----------------------------------------------------------
 
-    def attach(self, nodes: Directory) -> None:
+    def attach(self, nodes: NodeIndex) -> None:
         """Serve each target with the labels of its object's node, from ``nodes``; the set
         waits for the node source's first sync too, so targets never start without them."""
-        self.nodes = nodes
-        nodes.listeners.append(self)
-        for status in nodes.sources:
-            if status not in self.sources:
-                self.add_source(status)
+        self.attached = attached = Attachment(nodes, self.kind, self.annotations, self._requeue, self.source_synced)
+        for status in nodes.statuses:
+            if status not in self.statuses:
+                self.add_status(status)
         # Objects already here (a set added by a reload, filled from a running source):
         # index them by node, and build their groups again, now with node labels.
         for key, record in self.index.records.items():
-            self._place(key, self.kind.node_of(record))
+            attached.place(key, record)
+        self._left.clear()
         if self._fragments:
             self._blocks.rebuild_all()
             self._mark_dirty()
 
-    def _place(self, key: str, node: str | None) -> None:
-        old = self._node_of.get(key)
-        if old == node:
-            return
-        if old is not None:
-            keys = self._on_node[old]
-            keys.discard(key)
-            if not keys:
-                del self._on_node[old]
-        if node:
-            self._node_of[key] = node
-            self._on_node.setdefault(node, set()).add(key)
-        else:
-            self._node_of.pop(key, None)
+    def detach(self) -> None:
+        """Stop reading attached metadata (the set is no longer served)."""
+        if self.attached is not None:
+            self.attached.detach()
 
-    def node_changed(self, name: str) -> None:
-        """Node ``name``'s labels changed (or it came or went): rebuild the groups of the
-        objects on it, and only those."""
-        fragments, changed = self._fragments, False
-        for key in self._on_node.get(name, ()):
-            for ip in self.index.claims(key):
-                fragment = fragments.get(ip)
-                if fragment is not None and fragment.order[0] == key:
-                    self._blocks.rebuild(fragment)
-                    changed = True
-        if changed:
-            self._mark_dirty()
+    def _requeue(self, key: str) -> None:
+        """Build the groups object ``key`` wins again (its attached labels changed)."""
+        self._left.pop(key, None)
+        fragments = self._fragments
+        for ip in self.index.claims(key):
+            fragment = fragments.get(ip)
+            if fragment is not None and fragment.order[0] == key:
+                self._blocks.rebuild(fragment)
+                self._mark_dirty()
 
     def refresh(self, key: str) -> None:
         """The record's probe results changed: claim its IPs again."""
@@ -262,7 +225,7 @@ class TargetSet:
             record = winners.get(ip)
             if record is None:
                 if old is not None:
-                    blocks.remove(fragments.pop(ip))
+                    self._leave(fragments.pop(ip))
                 continue
             # The group's JSON is built by the next render, straight into its block.
             order = (record.key, hostport(ip, self._port(record)[1]))
@@ -270,10 +233,28 @@ class TargetSet:
                 blocks.rebuild(old)
                 continue
             if old is not None:
-                blocks.remove(old)
+                self._leave(old)
             fragments[ip] = entry = Entry(order, ip)
             blocks.add(entry)
         self._mark_dirty()
+
+    def _leave(self, entry: Entry) -> None:
+        built = self._blocks.remove(entry)
+        if built is not None:
+            self._left.setdefault(entry.order[0], {})[entry.target] = (entry.source, built)
+
+    def _build(self, entry: Entry) -> bytes:
+        """An entry's JSON: as it left the body if its record is the same again, else built."""
+        record = entry.source = self.index.winners[entry.ip]
+        key, target = entry.order
+        left = self._left.get(key)
+        if left is not None:
+            kept = left.pop(target, None)
+            if not left:
+                del self._left[key]
+            if kept is not None and kept[0] == record:
+                return kept[1]
+        return self._group(record, entry.ip, target)
 
     def _mark_dirty(self) -> None:
         if not self.dirty:
@@ -283,11 +264,11 @@ class TargetSet:
     def _group(self, record: Record, ip: str, target: str) -> bytes:
         kind = self.kind
         labels = kind.labels(record, self.annotations)
-        if self.nodes is not None and (node := kind.node_of(record)):
-            labels.update(self.nodes.labels(node, self.annotations))
+        if self.attached is not None:
+            labels.update(self.attached.labels(record))
         labels[IP_FAMILY_LABEL] = ip_family(ip)
         labels.update(kind.target_labels(record, ip, self._port(record)[0], self.config.port_name))
-        if self._instance and (instance := kind.instance(record)) is not None:
+        if self.instance_label and (instance := kind.instance(record)) is not None:
             labels[INSTANCE] = instance
         labels.update(self._static)
         return orjson.dumps({"targets": [target], "labels": labels}, option=orjson.OPT_SORT_KEYS)
@@ -303,8 +284,7 @@ class TargetSet:
         if not self.dirty:
             return False
         self.dirty = False
-        winners = self.index.winners
-        self.current = self._blocks.render(lambda e: self._group(winners[e.ip], e.ip, e.target))
+        self.current = self._blocks.render(self._build)
         self._shards.clear()
         self.renders += 1
         return True
@@ -319,142 +299,9 @@ class TargetSet:
         return self.current.etag
 
     def shard(self, shards: int, shard: int) -> Body:
-        """The body of the groups whose target ``t`` has ``hashmod(t, shards) == shard``:
-        a share of the last rendered body, labels and order unchanged. All ``shards`` bodies
-        are cut from the body's spans together, at most once per render and shard count."""
-        parts = self._shards.get(shards)
-        if parts is None:
-            parts = self._split(shards)
-            self._shards[shards] = parts
-            while len(self._shards) > SHARD_COUNTS_KEPT:
-                self._shards.popitem(last=False)
-        else:
-            self._shards.move_to_end(shards)
-        return parts[shard]
-
-    def _split(self, shards: int) -> list[Body]:
-        spans: list[list[memoryview]] = [[] for _ in range(shards)]
-        sums = [0] * shards
-        for target, digest, group in self._blocks.spans():
-            i = hashmod(target, shards)
-            spans[i].append(group)
-            sums[i] += digest
-        return [Body.of(b"[" + b",".join(spans[i]) + b"]", etag(sums[i], f"-{shards}.{i}")) for i in range(shards)]
-
-    # -- read-only views --------------------------------------------------------------
-
-    def explain(self) -> dict[str, Any]:
-        """Every served IP (in address order) with its target, family, winner (its node,
-        instance and Kubernetes labels) and why the others lost; the indexed objects
-        that are not candidates and why; bad data skipped by its sources; probe results.
-        For people, not Prometheus."""
-        index = self.index
-        ips = []
-        for ip in sorted(index.winners, key=address_order):
-            winner, *losers = index.candidates(ip)
-            ips.append(
-                {
-                    "ip": ip,
-                    "target": self._fragments[ip].target,
-                    "family": str(ip_family(ip)),
-                    "winner": winner.key,
-                    "node": self.kind.node_of(winner),
-                    "instance": self.kind.instance(winner) if self._instance else None,
-                    "labels": dict(winner.labels),
-                    "losers": [{"object": c.key, "why": why_lost(c, winner)} for c in losers],
-                }
-            )
-        excluded = []
-        for key in sorted(index.records):
-            reason = index.excluded(key)
-            if reason is None and index.claims(key):
-                continue
-            record = index.records[key]
-            why = NO_ADDRESS_WHY if reason is None else self.kind.why_excluded[reason](record)
-            excluded.append({"object": key, "reason": reason or NO_ADDRESS, "why": why})
-        view: dict[str, Any] = {
-            "set": self.name,
-            "source": str(self.config.source),
-            "synced": self.synced,
-            "sources": [status.view() for status in self.sources],
-            "ips": ips,
-            "excluded": excluded,
-            "skipped": [
-                {"object": obj, "reason": reason, "detail": detail}
-                for status in self.sources
-                for obj, (reason, detail) in sorted(status.skipped.items())
-            ],
-        }
-        if self.prober is not None:
-            view["probes"] = [
-                {
-                    "object": key,
-                    "results": {ip: {"ok": r.ok, "detail": r.detail} for ip, r in results.items()},
-                    "advice": self.prober.advice(key),
-                }
-                for key in sorted(index.records)
-                if (results := self.prober.results(key))
-            ]
-        return view
-
-    def stats(self) -> SetStats:
-        index, prober = self.index, self.prober
-        excluded = Counter(reason for key in index.records if (reason := index.excluded(key)) is not None)
-        probes: Counter[tuple[IPFamily, str]] = Counter()
-        if prober is not None:
-            probes.update(
-                (ip_family(ip), "ok" if r.ok else "failed") for key in index.records for ip, r in prober.results(key).items()
-            )
-        return SetStats(
-            targets=self.targets_by_family(),
-            objects=len(index),
-            excluded=dict(sorted(excluded.items())),
-            conflicts=index.conflicts(),
-            conflicts_resolved=index.conflicts_resolved,
-            synced=self.synced,
-            probes=dict(sorted(probes.items())),
-        )
-
-    def targets_by_family(self) -> dict[IPFamily, int]:
-        counts = dict.fromkeys(IPFamily, 0)
-        for ip in self._fragments:
-            counts[ip_family(ip)] += 1
-        return counts
+        """The body of the groups whose target ``t`` has ``hashmod(t, shards) == shard``
+        (``sd/shards.py``)."""
+        return self._shards.body(shards, shard)
 
     def __len__(self) -> int:
         return len(self._fragments)
-
-
-class Renderer:
-    """Renders dirty sets in the background, once per burst of changes."""
-
-    INTERVAL_SECONDS = 0.1
-
-    def __init__(self, sets: dict[str, TargetSet], on_render: Callable[[str, float], None]) -> None:
-        self.sets = sets
-        self._on_render = on_render  # (set name, seconds) after each render
-        self._wake = asyncio.Event()
-        self.adopt()
-
-    def adopt(self) -> None:
-        """Watch the sets now in ``sets`` (after a config reload), and render any that changed."""
-        for ts in self.sets.values():
-            ts.on_dirty = self._wake.set
-        self._wake.set()
-
-    def render_all(self) -> None:
-        for ts in self.sets.values():
-            start = time.perf_counter()
-            if ts.render():
-                self._on_render(ts.name, time.perf_counter() - start)
-
-    async def run(self) -> None:
-        while True:
-            started = time.monotonic()
-            self.render_all()
-            await self._wake.wait()
-            # A change after a quiet period renders at once; during a burst (a relist, a
-            # wave of Ready flips) at most every INTERVAL_SECONDS, so a multi-MB body is
-            # not rebuilt for every watch read.
-            await asyncio.sleep(max(0.0, started + self.INTERVAL_SECONDS - time.monotonic()))
-            self._wake.clear()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -18,6 +19,7 @@ from typing import Any, Callable, Sequence, TypeVar
 
 import httpx
 
+from sd.config import KubeSettings
 from sdtest.factories import make_pod
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +36,10 @@ FAST = textwrap.dedent(
       backoff_max_seconds: 0.5
     """
 )
+# The same settings for an informer run in the test process.
+FAST_SETTINGS = KubeSettings(page_size=10, watch_timeout_seconds=(5, 10), read_timeout_seconds=5,
+                             backoff_initial_seconds=0.05, backoff_max_seconds=0.2)
+
 T = TypeVar("T")
 
 
@@ -52,6 +58,15 @@ def eventually(check: Callable[[], T], timeout: float = 10.0, interval: float = 
         if time.monotonic() > deadline:
             raise AssertionError(f"not true within {timeout}s{': ' + what if what else ''}; last: {last!r}")
         time.sleep(interval)
+
+
+async def until(check: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:
+    """Yield to the event loop until ``check()`` is truthy; fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout}s{': ' + what if what else ''}")
+        await asyncio.sleep(0.01)
 
 
 def terminate(proc: subprocess.Popen[Any], grace: float = 10.0) -> bool:

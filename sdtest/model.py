@@ -1,8 +1,8 @@
-"""An independent implementation of the README's rules for the two default sets.
+"""An independent implementation of the documented rules for the two default sets.
 
 Given the raw Node and Pod objects a cluster holds, ``kubelet_body`` and
 ``fluentd_body`` return the exact bytes the server must serve for them. Written from
-the README (DESIGN.md contracts), sharing no code with ``sd``, so that a bug in the
+docs/ (DESIGN.md contracts), sharing no code with ``sd``, so that a bug in the
 server's parsing, index or rendering shows up as a difference rather than being
 repeated here. Objects are assumed well-formed (the soak test makes them so).
 """

@@ -266,7 +266,7 @@ class World:
     # -- the model ------------------------------------------------------------------------
 
     def expected(self) -> tuple[bytes, bytes]:
-        """The bodies the README's rules give for the double's current objects."""
+        """The bodies the documented rules give for the double's current objects."""
         nodes = [self.api.get("Node", name) for name in self.nodes]
         pods = [self.api.get("Pod", key.split("/")[1], key.split("/")[0]) for key in self.pods]
         return model.kubelet_body(nodes), model.fluentd_body(pods)

@@ -22,6 +22,8 @@ from sdtest.helpers import FAST, Server, metric_sum
 from sdtest.kubeapi import FakeKubeAPI
 from sd.http.status_page import CSP
 
+pytestmark = pytest.mark.slow  # real server processes: not in the everyday subset
+
 
 @pytest.fixture(scope="module")
 def chromium():

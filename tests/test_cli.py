@@ -14,6 +14,8 @@ import pytest
 from sdtest.factories import make_node
 from sdtest.helpers import ROOT, Server, eventually
 
+pytestmark = pytest.mark.slow  # real server processes: not in the everyday subset
+
 SNAPSHOT = str(ROOT / "examples" / "cluster.json")
 
 

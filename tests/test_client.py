@@ -7,7 +7,7 @@ import asyncio
 import pytest
 import trustme
 
-from sd.config import KubeSettings, default_config
+from sd.config import default_config
 from sd.kinds import nodes
 from sd.kube.client import (
     ClusterConfig,
@@ -21,18 +21,9 @@ from sd.kube.informer import Informer
 from sd.metrics import Metrics
 from sd.service import Service
 from sdtest.factories import make_node
+from sdtest.helpers import FAST_SETTINGS, until
 from sdtest.kubeapi import FakeKubeAPI
 
-FAST = KubeSettings(page_size=10, watch_timeout_seconds=(5, 10), read_timeout_seconds=5,
-                    backoff_initial_seconds=0.05, backoff_max_seconds=0.2)
-
-
-async def until(check, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        assert loop.time() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture
@@ -62,7 +53,7 @@ async def test_in_cluster_config_over_ipv6_tls_with_a_token_file(tls_api, monkey
     feed = next(f for f in service.feeds.values() if f.kind is nodes.KIND)
     client = await api_client(cluster)
     assert client.configuration.host == f"https://[::1]:{api.port}"
-    informer = Informer(feed.name, list_call(client, feed.source.api_path), feed, FAST)
+    informer = Informer(feed.name, list_call(client, feed.list_watch.api_path), feed.decode, feed, FAST_SETTINGS)
     task = asyncio.create_task(informer.run())
     try:
         await until(lambda: feed.status.synced and "10.0.0.1" in sets["kubelet"].index.winners)

@@ -13,18 +13,17 @@ from typing import Any, Callable
 import orjson
 import pytest
 
-from sd.config import KubeSettings, default_config
+from sd.config import default_config
 from sd.kinds import nodes, pods
-from sd.kinds.common import Allowlist
+from sd.kinds.labels import Allowlist
 from sd.kube.client import api_client, list_call
 from sd.kube.informer import Informer
 from sd.metrics import Metrics
 from sd.service import Service
 from sdtest.factories import make_node, make_pod
+from sdtest.helpers import FAST_SETTINGS, until
 from sdtest.kubeapi import FakeKubeAPI
 
-FAST = KubeSettings(page_size=10, watch_timeout_seconds=(5, 10), read_timeout_seconds=5,
-                    backoff_initial_seconds=0.05, backoff_max_seconds=0.2)
 
 
 class CountingParse:
@@ -41,12 +40,6 @@ class CountingParse:
         monkeypatch.setattr(kind, "parse", parse)
 
 
-async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        assert loop.time() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.01)
 
 
 def heartbeat(node: dict[str, Any], at: str) -> dict[str, Any]:
@@ -64,7 +57,7 @@ async def test_a_heartbeat_is_not_parsed_once_its_object_was_seen_in_a_watch_eve
         service = Service(default_config(), Metrics())
         feed = next(f for f in service.feeds.values() if f.kind is nodes.KIND)
         client = await api_client(_kubeconfig(api, tmp_path))
-        informer = Informer(feed.name, list_call(client, feed.source.api_path), feed, FAST)
+        informer = Informer(feed.name, list_call(client, feed.list_watch.api_path), feed.decode, feed, FAST_SETTINGS)
         task = asyncio.create_task(informer.run())
         try:
             await until(lambda: feed.status.synced)
@@ -95,10 +88,7 @@ def deliver(feed: Any, obj: dict[str, Any], version: str) -> None:
     """One MODIFIED watch line, as the informer hands it over."""
     obj = copy.deepcopy(obj)
     obj["metadata"]["resourceVersion"] = version
-    line = orjson.dumps({"type": "MODIFIED", "object": obj})
-    if feed.watch_line(line) is None:
-        event = orjson.loads(line)
-        feed.event(event["type"], event["object"])
+    feed.event(feed.decode(orjson.dumps({"type": "MODIFIED", "object": obj})))
 
 
 def _set(path: tuple[Any, ...], value: Any) -> Callable[[dict[str, Any]], None]:
@@ -217,7 +207,7 @@ def _objects() -> list[dict[str, Any]]:
     from pathlib import Path
 
     from bench import workload as W
-    from sd.feed import read_objects
+    from sd.service import read_objects
 
     example = read_objects(Path(__file__).parent.parent / "examples" / "cluster.json")
     base = [*example["nodes"], *example["pods"], *W.nodes(3), *W.pods(3),
@@ -238,17 +228,16 @@ def _objects() -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("kind", [nodes.KIND, pods.KIND], ids=["nodes", "pods"])
 def test_the_watched_parts_make_the_record_and_the_reports_the_whole_object_makes(kind):
-    from sd.feed import _watched_event
-    from sd.kinds.common import watched_object
+    from sd.kube.events import Decoder, Malformed
 
-    decoder = _watched_event(kind)
+    decode = Decoder(kind.watched, kind.object_key)
     objects = [o for o in _objects() if o.get("kind", kind.object_kind) == kind.object_kind]
     compared = 0
     for obj in objects:
         line = orjson.dumps({"type": "MODIFIED", "object": obj})
         try:
-            parts = watched_object(decoder.decode(line).object)
-        except Exception:  # a part of the wrong JSON type: the informer decodes it in full
+            parts = decode(line).whole()
+        except Malformed:  # a part of the wrong JSON type: the line is dropped, whole or not
             continue
         whole_reports: list[tuple[str, str]] = []
         part_reports: list[tuple[str, str]] = []

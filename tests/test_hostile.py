@@ -7,6 +7,7 @@ The real server process runs against the loopback API double.
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -14,6 +15,8 @@ import pytest
 from sdtest.factories import make_node, with_ready
 from sdtest.helpers import Server, eventually, metric_sum
 from sdtest.kubeapi import FakeKubeAPI
+
+pytestmark = pytest.mark.slow  # real server processes: not in the everyday subset
 
 
 def start(api: FakeKubeAPI, tmp_path, config_file: str, token: str | None = None) -> Server:
@@ -76,9 +79,10 @@ def test_a_watch_that_ends_at_once_is_backed_off_and_shown(api, tmp_path, config
         before, t0 = node_watches(api), time.monotonic()
         eventually(lambda: metric_sum(srv, 'kube_http_sd_source_errors_total{reason="short_watch"') >= 3,
                    what="short watches counted as errors")
-        time.sleep(2)  # a fixed window to count requests in, not a wait for anything
+        # Backoff from 0.05 s doubling to 0.5 s: ten watches take 2.7 s or more, a few per
+        # second, not the ~1,500/s of a hot loop.
+        eventually(lambda: node_watches(api) - before >= 10, what="ten more watch requests")
         rate = (node_watches(api) - before) / (time.monotonic() - t0)
-        # Backoff from 0.05 s doubling to 0.5 s: a few per second, not the ~1,500/s of a hot loop.
         assert rate < 15, f"{rate:.0f} watch requests per second"
         assert kubelet_targets(srv) == {"192.0.2.1:10250"}, "the last state stays served"
         # Between retries the source is stale, and readiness says why (while staying 200:
@@ -134,3 +138,51 @@ def test_a_malformed_update_never_takes_a_served_target_away(api, tmp_path, conf
         # Well-formed data can still take it away.
         api.modify(with_ready(make_node("n1", ["192.0.2.1"]), "False"))
         eventually(lambda: kubelet_targets(srv) == {"192.0.2.2:10250"})
+
+
+def _modified_line(node: dict, version: str, unread: bytes = b'"ok"', label: bytes = b'"b"') -> bytes:
+    """A MODIFIED line for ``node`` at ``version`` whose labels gain x=<label> and whose
+    status.images (a part no parser reads) holds ``unread``."""
+    obj = json.loads(json.dumps(node))
+    obj["metadata"]["resourceVersion"] = version
+    obj["metadata"]["labels"]["x"] = "LABEL"
+    obj["status"]["images"] = [{"names": ["UNREAD"]}]
+    line = json.dumps({"type": "MODIFIED", "object": obj}).encode()
+    return line.replace(b'"LABEL"', label).replace(b'"UNREAD"', unread) + b"\n"
+
+
+UNREAD_BAD_BYTES = {"invalid UTF-8": b'"\xff\xfe"', "overlong UTF-8": b'"\xc0\xaf"'}
+
+
+@pytest.mark.parametrize("bad", UNREAD_BAD_BYTES.values(), ids=UNREAD_BAD_BYTES.keys())
+def test_a_modified_line_with_bad_bytes_in_a_part_nobody_reads_is_dropped_like_an_added_one(api, tmp_path, config_file, bad):
+    node = make_node("n1", ["192.0.2.1"])
+    api.add(node)
+    with start(api, tmp_path, config_file) as srv:
+        srv.wait_healthy()
+        eventually(lambda: kubelet_targets(srv) == {"192.0.2.1:10250"}, what="first sync")
+        api.send_malformed(_modified_line(node, str(int(api.resource_version) + 1), unread=bad))
+        eventually(lambda: metric_sum(srv, 'kube_http_sd_skipped_total{reason="malformed_event"') >= 1,
+                   what="the line counted as malformed")
+        assert metric_sum(srv, 'kube_http_sd_source_errors_total{reason="malformed_event"') >= 1, "backed off"
+        api.add(make_node("n2", ["192.0.2.2"]))
+        eventually(lambda: "192.0.2.2:10250" in kubelet_targets(srv), what="the watch goes on")
+        labels = {g["targets"][0]: g["labels"] for g in srv.get("/targets/kubelet").json()}
+        assert "__meta_kubernetes_node_label_x" not in labels["192.0.2.1:10250"], "the dropped line's label is not served"
+
+
+WATCHED_PART_BAD_BYTES = {"invalid UTF-8": b'"\xff"', "number out of range": b"1e999999"}
+
+
+@pytest.mark.parametrize("bad", WATCHED_PART_BAD_BYTES.values(), ids=WATCHED_PART_BAD_BYTES.keys())
+def test_bad_bytes_in_a_watched_part_are_a_malformed_event_not_an_internal_error(api, tmp_path, config_file, bad):
+    node = make_node("n1", ["192.0.2.1"])
+    api.add(node)
+    with start(api, tmp_path, config_file) as srv:
+        srv.wait_healthy()
+        eventually(lambda: kubelet_targets(srv) == {"192.0.2.1:10250"}, what="first sync")
+        api.send_malformed(_modified_line(node, str(int(api.resource_version) + 1), label=bad))
+        eventually(lambda: metric_sum(srv, 'kube_http_sd_skipped_total{reason="malformed_event"') >= 1,
+                   what="the line counted as malformed")
+        assert metric_sum(srv, 'kube_http_sd_source_errors_total{reason="internal_error"') == 0
+        assert "internal error" not in srv.log() and "Traceback" not in srv.log()

@@ -13,6 +13,8 @@ import pytest
 from sdtest.factories import make_node
 from sdtest.helpers import ROOT, Server, eventually
 
+pytestmark = pytest.mark.slow  # real server processes: not in the everyday subset
+
 SNAPSHOT = str(ROOT / "examples" / "cluster.json")
 
 
@@ -132,13 +134,17 @@ async def test_healthz_fails_when_the_sources_task_ends():
     from sd.config import default_config
     from sd.http.app import create_app
     from sd.metrics import Metrics
-    from sd.targets import TargetSet
+    from sd.service import Service
 
-    async def crashes() -> None:
-        raise RuntimeError("informer bug")
+    def driver(feed):
+        async def crashes() -> None:
+            if feed.name == "nodes":
+                raise RuntimeError("informer bug")
+            await asyncio.Event().wait()
+        return crashes
 
-    sets = {name: TargetSet(sc) for name, sc in default_config().targets.items()}
-    app = create_app(sets, Metrics(), crashes)
+    metrics = Metrics()
+    app = create_app(Service(default_config(), metrics), metrics, driver)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sd") as client:
             loop = asyncio.get_running_loop()
@@ -146,7 +152,7 @@ async def test_healthz_fails_when_the_sources_task_ends():
             while (resp := await client.get("/healthz")).status_code != 500:
                 assert loop.time() < deadline, resp.text
                 await asyncio.sleep(0.01)
-    assert resp.text == "background task stopped: sources\n"
+    assert resp.text == "background task stopped: nodes\n"
 
 
 def test_a_trailing_slash_is_a_404_never_a_redirect_to_the_host_header(server):
@@ -189,7 +195,7 @@ def prometheus_hashmod(value: str, modulus: int) -> int:
 
 
 def test_hashmod_matches_prometheus_relabel_tests():
-    from sd.targets import hashmod
+    from sd.shards import hashmod
 
     assert hashmod("baz", 1000) == 976  # model/relabel/relabel_test.go
     assert hashmod("foo\nbar", 1000) == 734
@@ -245,4 +251,6 @@ def test_bad_shard_parameters_are_a_json_400(server, query, says):
 
 
 def test_unrelated_query_parameters_are_ignored(server):
-    assert server.get("/targets/kubelet?foo=bar").content == server.get("/targets/kubelet").content
+    plain, extra = server.get("/targets/kubelet"), server.get("/targets/kubelet?foo=bar")
+    assert plain.status_code == extra.status_code == 200
+    assert extra.content == plain.content and plain.json()

@@ -5,15 +5,9 @@ import copy
 import pytest
 
 from sd.kinds import nodes, pods
-from sd.kinds.common import (
-    BAD_FIELD,
-    BAD_OBJECT,
-    INVALID_IP,
-    LINK_LOCAL_IP,
-    UNSPECIFIED_IP,
-    Port,
-    normalize_ip,
-)
+from sd.kinds.ips import normalize_ip
+from sd.kinds.kind import Port
+from sd.kinds.reports import BAD_FIELD, BAD_OBJECT, INVALID_IP, LINK_LOCAL_IP, UNSPECIFIED_IP
 from sdtest.factories import make_node, make_pod
 
 parse_node, parse_pod = nodes.KIND.parse, pods.KIND.parse
@@ -103,29 +97,31 @@ def test_bad_address_is_skipped_but_the_rest_of_the_node_kept():
 
 
 @pytest.mark.parametrize(
-    "mutate",
+    "mutate, reasons",
     [
-        lambda n: n.pop("status"),
-        lambda n: n["status"].update(addresses=None),
-        lambda n: n["status"].update(addresses="10.0.0.1"),
-        lambda n: n["status"].update(addresses=[42, {"type": 7}, {"type": "InternalIP"}]),
-        lambda n: n["status"].update(conditions=[{"type": "Ready"}, "x", None]),
-        lambda n: n["status"].update(conditions={"Ready": "True"}),
-        lambda n: n["status"].update(daemonEndpoints={"kubeletEndpoint": {"Port": "10250"}}),
-        lambda n: n["status"].update(daemonEndpoints=[]),
-        lambda n: n["metadata"].update(labels={"a": 1, "b": None}),
-        lambda n: n["metadata"].update(labels=["a"]),
-        lambda n: n["metadata"].update(creationTimestamp="yesterday"),
-        lambda n: n["metadata"].update(creationTimestamp=12),
-        lambda n: n.update(spec=None),
-        lambda n: n.update(spec="x"),
+        (lambda n: n.pop("status"), [BAD_FIELD]),
+        (lambda n: n["status"].update(addresses=None), []),
+        (lambda n: n["status"].update(addresses="10.0.0.1"), [BAD_FIELD]),
+        (lambda n: n["status"].update(addresses=[42, {"type": 7}, {"type": "InternalIP"}]), [BAD_FIELD, BAD_FIELD, INVALID_IP]),
+        (lambda n: n["status"].update(conditions=[{"type": "Ready"}, "x", None]), [BAD_FIELD, BAD_FIELD, BAD_FIELD]),
+        (lambda n: n["status"].update(conditions={"Ready": "True"}), [BAD_FIELD]),
+        (lambda n: n["status"].update(daemonEndpoints={"kubeletEndpoint": {"Port": "10250"}}), [BAD_FIELD]),
+        (lambda n: n["status"].update(daemonEndpoints=[]), [BAD_FIELD]),
+        (lambda n: n["metadata"].update(labels={"a": 1, "b": None}), [BAD_FIELD, BAD_FIELD]),
+        (lambda n: n["metadata"].update(labels=["a"]), [BAD_FIELD]),
+        (lambda n: n["metadata"].update(creationTimestamp="yesterday"), [BAD_FIELD]),
+        (lambda n: n["metadata"].update(creationTimestamp=12), [BAD_FIELD]),
+        (lambda n: n.update(spec=None), []),
+        (lambda n: n.update(spec="x"), [BAD_FIELD]),
     ],
 )
-def test_malformed_node_fields_never_raise(mutate):
+def test_malformed_node_fields_never_raise(mutate, reasons):
     raw = make_node("n1")
     mutate(raw)
-    node = parse_node(raw, Reports())
+    reports = Reports()
+    node = parse_node(raw, reports)
     assert node is not None and node.name == "n1"
+    assert reports.reasons == reasons and all(detail.startswith("node/n1: ") for _, detail in reports)
 
 
 def test_malformed_field_report_names_where_and_why():
@@ -165,22 +161,24 @@ def test_pod_ips_dedupe_after_normalization():
 
 
 @pytest.mark.parametrize(
-    "mutate",
+    "mutate, reasons",
     [
-        lambda p: p.pop("status"),
-        lambda p: p["status"].update(podIPs=None, podIP=None),
-        lambda p: p["status"].update(podIPs=[{"ip": 5}, "x", {"ip": "fe80::1"}]),
-        lambda p: p["spec"].update(containers=None),
-        lambda p: p["spec"].update(containers=[None, {"ports": "x"}, {"ports": [{"name": "m", "containerPort": "x"}]}]),
-        lambda p: p["metadata"].update(ownerReferences="x"),
-        lambda p: p["status"].update(hostIP=5),
+        (lambda p: p.pop("status"), [BAD_FIELD]),
+        (lambda p: p["status"].update(podIPs=None, podIP=None), []),
+        (lambda p: p["status"].update(podIPs=[{"ip": 5}, "x", {"ip": "fe80::1"}]), [INVALID_IP, INVALID_IP, LINK_LOCAL_IP]),
+        (lambda p: p["spec"].update(containers=None), []),
+        (lambda p: p["spec"].update(containers=[None, {"ports": "x"}, {"ports": [{"name": "m", "containerPort": "x"}]}]), [BAD_FIELD, BAD_FIELD, BAD_FIELD]),
+        (lambda p: p["metadata"].update(ownerReferences="x"), [BAD_FIELD]),
+        (lambda p: p["status"].update(hostIP=5), [BAD_FIELD]),
     ],
 )
-def test_malformed_pod_fields_never_raise(mutate):
+def test_malformed_pod_fields_never_raise(mutate, reasons):
     raw = make_pod("f1")
     mutate(raw)
-    pod = parse_pod(raw, Reports())
+    reports = Reports()
+    pod = parse_pod(raw, reports)
     assert pod is not None and pod.key == "logging/f1"
+    assert reports.reasons == reasons and all(detail.startswith("pod/logging/f1: ") for _, detail in reports)
 
 
 def test_pod_without_namespace_is_skipped():
@@ -308,12 +306,12 @@ def test_pod_reuses_previous_labels():
 
 
 def test_equal_label_pairs_and_conditions_are_one_tuple_shared_by_records_and_the_table_stays_bounded():
-    from sd.kinds import common
+    from sd.kinds import shared
 
     a = parse_node(make_node("n1", ["192.0.2.1"], labels={"zone": "a", "name": "n1"}))
     b = parse_node(make_node("n2", ["192.0.2.2"], labels={"zone": "a", "name": "n2"}))
     assert dict(a.labels)["zone"] == "a" and [p for p in a.labels if p[0] == "zone"][0] is [p for p in b.labels if p[0] == "zone"][0]
     assert a.conditions is b.conditions
-    for i in range(common.SHARED_MAX + 10):
+    for i in range(shared.SHARED_MAX + 10):
         parse_node(make_node(f"m{i}", ["192.0.2.3"], labels={"unique": str(i)}))
-    assert len(common._SHARED) <= common.SHARED_MAX
+    assert shared.held() <= shared.SHARED_MAX

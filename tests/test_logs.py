@@ -16,6 +16,8 @@ from logfmtkv import parse
 from sd.logs import JsonFormatter, LogfmtFormatter
 from sdtest.helpers import ROOT, Server, eventually, probed_pod
 
+pytestmark = pytest.mark.slow  # real server processes: not in the everyday subset
+
 SNAPSHOT = str(ROOT / "examples" / "cluster.json")
 FLUENTD_SOURCE = "pods app.kubernetes.io/name=fluentd"
 

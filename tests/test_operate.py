@@ -18,6 +18,8 @@ import trustme
 from sdtest.factories import make_node, make_pod
 from sdtest.helpers import ROOT, Server, eventually, free_port, probed_pod
 
+pytestmark = pytest.mark.slow  # real server processes: not in the everyday subset
+
 SNAPSHOT = str(ROOT / "examples" / "cluster.json")
 
 

@@ -15,6 +15,8 @@ from sdtest.browser import BROWSER_ACCEPT, HOSTILE, status_cluster, write_snapsh
 from sdtest.factories import make_node
 from sdtest.helpers import FAST, Server, eventually
 
+pytestmark = pytest.mark.slow  # real server processes: not in the everyday subset
+
 # Today's plain-text index of status_cluster(), as curl has always seen it.
 PLAIN_INDEX = (
     b"kube-http-sd: Prometheus http_sd target sets\n\n"

@@ -16,7 +16,8 @@ from sdtest.factories import make_node, make_pod
 
 from sd.config import AttachMetadata, default_config
 from sd.kinds import nodes, pods
-from sd.kinds.common import Allowlist
+from sd.attach import NodeIndex
+from sd.kinds.labels import Allowlist
 from sd.targets import TargetSet
 
 POD_IP, HOST_IP = "192.0.2.4", "192.0.2.5"
@@ -174,7 +175,7 @@ def test_unlisted_annotations_are_never_stored_and_prefixes_select():
 # -- attach_metadata: {node: true} ---------------------------------------------------
 
 
-def attached_set(directory: nodes.Directory, **changes) -> TargetSet:
+def attached_set(directory: NodeIndex, **changes) -> TargetSet:
     ts = pod_set("monitor", attach_metadata=AttachMetadata(node=True), **changes)
     ts.attach(directory)
     return ts
@@ -182,7 +183,7 @@ def attached_set(directory: nodes.Directory, **changes) -> TargetSet:
 
 def test_node_metadata_on_pod_targets_as_kubernetes_sd_attaches_it():
     # TestPodDiscoveryWithNodeMetadata: node testnode with l1=v1.
-    directory = nodes.Directory()
+    directory = NodeIndex()
     ts = attached_set(directory)
     directory.upsert(nodes.KIND.parse({"metadata": {"name": "testnode", "labels": {"l1": "v1"}}, "status": {}}))
     ts.upsert(pods.KIND.parse(make_pod("testpod", [POD_IP], node="testnode")))
@@ -194,18 +195,21 @@ def test_node_metadata_on_pod_targets_as_kubernetes_sd_attaches_it():
     }
 
 
-def test_a_node_label_change_rebuilds_only_the_groups_of_pods_on_that_node():
+def test_a_node_label_change_rebuilds_only_the_groups_of_pods_on_that_node(monkeypatch):
     # TestPodDiscoveryWithNodeMetadataUpdateNode: l1=v1 becomes l2=v2.
-    directory = nodes.Directory()
+    directory = NodeIndex()
     ts = attached_set(directory)
     for name in ("testnode", "other"):
         directory.upsert(nodes.KIND.parse(make_node(name, ["192.0.2.100"], labels={"l1": "v1"})))
     ts.upsert(pods.KIND.parse(make_pod("a", ["192.0.2.1"], node="testnode")))
     ts.upsert(pods.KIND.parse(make_pod("b", ["192.0.2.2"], node="other")))
     before = served(ts)
+    built: list[str] = []
+    labels = pods.KIND.labels
+    monkeypatch.setattr(pods.KIND, "labels", lambda record, *args: built.append(record.name) or labels(record, *args))
     directory.upsert(nodes.KIND.parse(make_node("testnode", ["192.0.2.100"], labels={"l2": "v2"})))
-    assert [f.start for f in ts._fragments.values()] == [-1, ts._fragments["192.0.2.2"].start], "only a's group"
     after = served(ts)
+    assert built == ["a"], "only a's group is built again"
     assert after["192.0.2.1:24231"]["__meta_kubernetes_node_label_l2"] == "v2"
     assert "__meta_kubernetes_node_label_l1" not in after["192.0.2.1:24231"]
     assert after["192.0.2.2:24231"] == before["192.0.2.2:24231"]
@@ -215,7 +219,7 @@ def test_a_node_label_change_rebuilds_only_the_groups_of_pods_on_that_node():
 
 
 def test_a_pod_before_its_node_gets_node_labels_when_the_node_appears_and_loses_them_when_it_goes():
-    directory = nodes.Directory()
+    directory = NodeIndex()
     ts = attached_set(directory)
     ts.upsert(pods.KIND.parse(make_pod("a", ["192.0.2.1"], node="late")))
     assert "__meta_kubernetes_node_name" not in served(ts)["192.0.2.1:24231"]
@@ -244,7 +248,7 @@ def test_attached_labels_equal_a_fresh_build_for_any_event_order(events):
     def pod(i: int, v: int) -> dict:
         return make_pod(f"p{i}", [f"192.0.2.{i + 1}"], node=f"n{v}")
 
-    directory = nodes.Directory()
+    directory = NodeIndex()
     ts = attached_set(directory)
     final_nodes: dict[int, dict] = {}
     final_pods: dict[int, dict] = {}
@@ -259,7 +263,7 @@ def test_attached_labels_equal_a_fresh_build_for_any_event_order(events):
             (directory.upsert if what == "node" else ts.upsert)(record)
         if len(events) % 3 == 0:
             ts.render()  # renders in between must not change the end result
-    fresh_directory = nodes.Directory()
+    fresh_directory = NodeIndex()
     fresh = attached_set(fresh_directory)
     fresh_directory.replace([nodes.KIND.parse(n) for n in final_nodes.values()])
     fresh.replace([pods.KIND.parse(p) for p in final_pods.values()])
@@ -314,7 +318,7 @@ def test_node_labels_reach_pod_targets_through_a_live_watch_with_one_node_watch(
 
 def test_a_set_attached_after_it_was_filled_indexes_its_pods_by_node():
     # What a reload does when it adds an attaching set to a running pod source.
-    directory = nodes.Directory()
+    directory = NodeIndex()
     directory.upsert(nodes.KIND.parse(make_node("n1", ["192.0.2.100"], labels={"zone": "z1"})))
     ts = pod_set("monitor", attach_metadata=AttachMetadata(node=True))
     ts.upsert(pods.KIND.parse(make_pod("a", ["192.0.2.1"], node="n1")))

@@ -25,7 +25,7 @@ from sdtest.helpers import FAST, ROOT, Server, eventually, free_port, terminate
 from sdtest.promtest import Prometheus, prometheus_binary
 from sdtest.upstream import program
 
-pytestmark = [pytest.mark.apiserver, pytest.mark.e2e]
+pytestmark = [pytest.mark.apiserver, pytest.mark.e2e, pytest.mark.slow]
 
 CLOSED_PORT = free_port()  # nothing listens here: every scrape fails at once, on loopback
 NODE_LABEL_JOBS = ("k8s-nodes", "sd-kubelet")

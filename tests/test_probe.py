@@ -21,6 +21,7 @@ from sd.probe import (
     ProbeResult,
     advice,
 )
+from sdtest.helpers import until
 
 V4 = "10.0.0.5"
 V6 = "fd00::5"
@@ -35,13 +36,6 @@ def url(ip: str, port: int = PORT, path: str = "/metrics") -> str:
     return f"http://{f'[{ip}]' if ':' in ip else ip}:{port}{path}"
 
 
-async def until(check: Callable[[], object], timeout: float = 3.0, what: str = "") -> None:
-    """Yield to the loop until ``check()`` is truthy; fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout}s: {what}")
-        await asyncio.sleep(0.005)
 
 
 @contextlib.asynccontextmanager

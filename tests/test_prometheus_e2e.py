@@ -39,7 +39,7 @@ from sdtest.helpers import FAST, ROOT, Server, eventually, free_port
 from sdtest.kubeapi import FakeKubeAPI
 from sdtest.promtest import DualStackMetrics, Prometheus, debian_prometheus, prometheus_binary
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 OLD, NEW = "2026-01-01T00:00:00Z", "2026-06-01T00:00:00Z"
 

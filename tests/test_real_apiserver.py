@@ -21,7 +21,7 @@ from sdtest.controlplane import ControlPlane, wall_clock_second_after
 from sdtest.factories import make_node, make_pod
 from sdtest.helpers import FAST, Sampler, Server, eventually, metric_sum
 
-pytestmark = pytest.mark.apiserver
+pytestmark = [pytest.mark.apiserver, pytest.mark.slow]
 
 NODE_SET = "kubelet"
 POD_SET = "fluentd"

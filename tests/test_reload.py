@@ -10,9 +10,11 @@ import textwrap
 
 import pytest
 
-from sdtest.factories import make_node
-from sdtest.helpers import FAST, Server, eventually
+from sdtest.factories import make_node, make_pod
+from sdtest.helpers import FAST, Server, eventually, metric_sum
 from sdtest.kubeapi import FakeKubeAPI
+
+pytestmark = pytest.mark.slow  # real server processes: not in the everyday subset
 
 KUBELET_ONLY = FAST + textwrap.dedent(
     """
@@ -52,13 +54,6 @@ def reload(srv: Server, count: int) -> None:
     eventually(lambda: srv.log().count("config reload") >= count, what=f"reload {count} handled")
 
 
-def metric(srv: Server, name: str) -> float:
-    for line in srv.get("/metrics").text.splitlines():
-        if line.split(" ")[0] == name:
-            return float(line.rsplit(" ", 1)[1])
-    raise KeyError(name)
-
-
 def test_sighup_applies_a_new_config_keeping_unchanged_sets_and_sources(api, running):
     srv, config = running
     kubelet = srv.get("/targets/kubelet")
@@ -87,7 +82,7 @@ def test_sighup_applies_a_new_config_keeping_unchanged_sets_and_sources(api, run
     pool = eventually(lambda: (r := srv.get("/targets/pool-a")).status_code == 200 and r.json(), what="pool-a synced")
     assert [g["targets"][0] for g in pool] == ["192.0.2.1:9100"]
     assert lists(api) == 1 and lists(api, "pool=a") == 1
-    assert metric(srv, "kube_http_sd_config_last_reload_successful") == 1.0
+    assert metric_sum(srv, "kube_http_sd_config_last_reload_successful") == 1.0
 
     # A set removed from the file is no longer served, and its source stops.
     config.write_text(KUBELET_ONLY)
@@ -106,8 +101,8 @@ def test_sighup_with_an_invalid_config_keeps_the_running_one(running):
     assert f"config reload refused, keeping the running config: {config}: targets.kubelet.port: must be 1-65535, got 0" in srv.log()
     assert srv.proc.poll() is None
     assert srv.get("/targets/kubelet").content == before
-    assert metric(srv, "kube_http_sd_config_last_reload_successful") == 0.0
-    assert metric(srv, 'kube_http_sd_config_reloads_total{result="failed"}') == 1.0
+    assert metric_sum(srv, "kube_http_sd_config_last_reload_successful") == 0.0
+    assert metric_sum(srv, 'kube_http_sd_config_reloads_total{result="failed"}') == 1.0
 
 
 def test_sighup_rereads_the_snapshot(tmp_path):
@@ -135,3 +130,62 @@ def test_sighup_with_an_unreadable_snapshot_changes_nothing(tmp_path):
         assert "config reload refused, keeping the running config" in srv.log() and "neither JSON nor YAML" in srv.log()
         assert srv.get("/targets/again").status_code == 404
         assert srv.get("/targets/kubelet").content == before
+
+
+def pods_config(annotations: list[str], attach: bool) -> str:
+    """The kubelet set (it keeps the unfiltered node watch running) and a Fluentd set."""
+    return FAST + textwrap.dedent(
+        f"""
+        targets:
+          kubelet: {{source: nodes, port: 10250}}
+          fluentd:
+            source: pods
+            port: 24231
+            port_name: monitor
+            annotations: {json.dumps(annotations)}
+            attach_metadata: {{node: {json.dumps(attach)}}}
+        """
+    )
+
+
+def fluentd_labels(srv: Server) -> dict[str, str] | None:
+    """The labels of the one Fluentd target, once the set is served."""
+    resp = srv.get("/targets/fluentd")
+    groups = resp.json() if resp.status_code == 200 else []
+    return groups[0]["labels"] if len(groups) == 1 else None
+
+
+@pytest.mark.parametrize("attach", [False, True], ids=["pod annotation", "attached node annotation"])
+def test_sighup_that_lists_more_annotations_applies_them_to_objects_already_held(api, tmp_path, attach):
+    node = make_node("n1", ["192.0.2.1"])
+    node["metadata"]["annotations"]["team.example/owner"] = "nodes-team"
+    pod = make_pod("p1", ["192.0.2.10"], node="n1")
+    pod["metadata"]["annotations"] = {"team.example/owner": "alice"}
+    api.add_many([node, pod])
+    config = tmp_path / "sd.yaml"
+    config.write_text(pods_config([], attach))
+    with Server("--kubeconfig", api.write_kubeconfig(tmp_path / "kubeconfig"), "--config", str(config)) as srv:
+        srv.wait_healthy()
+        assert not any("annotation" in k for k in eventually(lambda: fluentd_labels(srv), what="first sync"))
+        config.write_text(pods_config(["team.example/owner"], attach))
+        reload(srv, 1)
+        name = "__meta_kubernetes_node_annotation_team_example_owner" if attach else "__meta_kubernetes_pod_annotation_team_example_owner"
+        eventually(lambda: (fluentd_labels(srv) or {}).get(name) == ("nodes-team" if attach else "alice"),
+                   what="the newly listed annotation, with no change to the objects")
+
+
+def test_attach_off_node_deleted_attach_on_never_serves_the_deleted_nodes_labels(api, tmp_path):
+    api.add_many([make_node("n1", ["192.0.2.1"], labels={"zone": "z1"}), make_pod("p1", ["192.0.2.10"], node="n1")])
+    config = tmp_path / "sd.yaml"
+    config.write_text(pods_config([], True))
+    with Server("--kubeconfig", api.write_kubeconfig(tmp_path / "kubeconfig"), "--config", str(config)) as srv:
+        srv.wait_healthy()
+        assert eventually(lambda: fluentd_labels(srv), what="first sync")["__meta_kubernetes_node_label_zone"] == "z1"
+        config.write_text(pods_config([], False))
+        reload(srv, 1)
+        api.delete("Node", "n1")
+        eventually(lambda: srv.get("/targets/kubelet").json() == [], what="the node's deletion seen")
+        config.write_text(pods_config([], True))
+        reload(srv, 2)
+        labels = eventually(lambda: fluentd_labels(srv), what="the attached set served again")
+        assert "__meta_kubernetes_node_name" not in labels and "__meta_kubernetes_node_label_zone" not in labels

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from sdtest.soak import soak
+
+pytestmark = pytest.mark.slow  # real server processes: not in the everyday subset
 
 
 def test_a_seeded_minute_of_churn_and_faults_converges_at_every_quiet_point(tmp_path):

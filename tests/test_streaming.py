@@ -9,6 +9,8 @@ from sdtest.factories import make_node, make_pod, with_ready
 from sdtest.helpers import FAST, Sampler, Server, eventually, metric_sum
 from sdtest.kubeapi import FakeKubeAPI
 
+pytestmark = pytest.mark.slow  # real server processes: not in the everyday subset
+
 
 def start(api: FakeKubeAPI, tmp_path) -> Server:
     config = tmp_path / "sd.yaml"
@@ -90,7 +92,8 @@ def test_a_server_without_streaming_lists_gets_paginated_ones_and_the_same_targe
     api.watch_list = mode
     with start(api, tmp_path) as srv:
         eventually(lambda: len(kubelet_targets(srv)) == 7, timeout=20, what="synced by the fallback")
-        assert srv.get("/targets/fluentd").status_code == 200
+        # The pod source falls back on its own clock: polled, not assumed done with the nodes'.
+        eventually(lambda: srv.get("/targets/fluentd").status_code == 200, what="the pods synced by the fallback too")
         lists = [r for r in requests(api) if not r["watch"]]
         assert lists and all(r["query"]["limit"] == "3" for r in lists)
         assert metric_sum(srv, f'kube_http_sd_streaming_list_fallbacks_total{{reason="{why}",source="nodes"') == 1

@@ -7,9 +7,10 @@ import pytest
 
 from sd.config import default_config
 from sd.kinds import nodes, pods
-from sd.kinds.common import sanitize
+from sd.kinds.labels import sanitize
 from sd.status import SourceStatus
-from sd.targets import SHARD_COUNTS_KEPT, TargetSet, select_ips
+from sd.shards import SHARD_COUNTS_KEPT
+from sd.targets import TargetSet, select_ips
 from sdtest.factories import make_node, make_pod
 
 parse_node, parse_pod = nodes.KIND.parse, pods.KIND.parse
@@ -195,7 +196,7 @@ def test_render_coalesces_many_changes_into_one_body():
 def test_set_is_not_synced_until_its_first_list_is_rendered():
     ts = TargetSet(KUBELET)
     source = SourceStatus("nodes")
-    ts.add_source(source)
+    ts.add_status(source)
     ts.upsert(parse_node(make_node("n1")))
     source.synced = True
     ts.source_synced()
@@ -207,7 +208,7 @@ def test_set_is_not_synced_until_its_first_list_is_rendered():
 def test_an_empty_set_turns_synced_too():
     ts = TargetSet(KUBELET)
     source = SourceStatus("nodes")
-    ts.add_source(source)
+    ts.add_status(source)
     assert not ts.dirty
     source.synced = True
     ts.source_synced()
@@ -244,9 +245,11 @@ def test_shard_bodies_are_cut_once_per_render_and_only_two_shard_counts_are_kept
     ts.render()
     first = ts.shard(4, 1)
     assert ts.shard(4, 1) is first, "cut once per render"
-    for n in (2, 3, 5, 6):
-        ts.shard(n, 0)
-    assert len(ts._shards) == SHARD_COUNTS_KEPT
+    asked = (2, 3, 5, 6)
+    cut = {n: ts.shard(n, 0) for n in asked}
+    recent = asked[-SHARD_COUNTS_KEPT:]
+    assert all(ts.shard(n, 0) is cut[n] for n in reversed(recent)), "the shard counts asked last are kept"
+    assert ts.shard(4, 1) is not first, "older ones are cut again"
     # A change shows in the shards after the next render, never before it.
     ts.delete("n1")
     assert b"192.0.2.1:" in b"".join(bytes(ts.shard(2, i)) for i in range(2))
@@ -254,3 +257,29 @@ def test_shard_bodies_are_cut_once_per_render_and_only_two_shard_counts_are_kept
     assert b"192.0.2.1:" not in b"".join(bytes(ts.shard(2, i)) for i in range(2))
     union = [g for i in range(2) for g in orjson.loads(bytes(ts.shard(2, i)))]
     assert sorted(union, key=orjson.dumps) == sorted(groups(ts), key=orjson.dumps)
+
+
+def test_a_node_that_comes_back_unchanged_is_served_its_old_group_and_a_changed_one_a_new_one(monkeypatch):
+    ts = TargetSet(KUBELET)
+    for i in range(1, 4):
+        ts.upsert(parse_node(make_node(f"n{i}", [f"192.0.2.{i}"], labels={"zone": "a"})))
+    ts.render()
+    before = (ts.body, ts.etag)
+    built: list[str] = []
+    labels = nodes.KIND.labels
+    monkeypatch.setattr(nodes.KIND, "labels", lambda record, *args: built.append(record.name) or labels(record, *args))
+    ts.upsert(parse_node(make_node("n2", ["192.0.2.2"], labels={"zone": "a"}, ready="False")))
+    ts.render()
+    ts.upsert(parse_node(make_node("n2", ["192.0.2.2"], labels={"zone": "a"})))
+    ts.render()
+    assert (ts.body, ts.etag) == before and built == [], "served as it left, not built again"
+    ts.upsert(parse_node(make_node("n2", ["192.0.2.2"], labels={"zone": "a"}, ready="False")))
+    ts.render()
+    ts.upsert(parse_node(make_node("n2", ["192.0.2.2"], labels={"zone": "b"})))
+    assert [g["labels"]["__meta_kubernetes_node_label_zone"] for g in groups(ts)] == ["a", "b", "a"] and built == ["n2"]
+    ts.delete("n2")
+    fresh = TargetSet(KUBELET)
+    fresh.replace([ts.record(k) for k in ("n1", "n3")])
+    fresh.render()
+    ts.render()
+    assert (ts.body, ts.etag) == (fresh.body, fresh.etag)

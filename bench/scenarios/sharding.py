@@ -48,7 +48,7 @@ def run(ctx: Context) -> None:
             m_cpu.add(shard_cpu * 1e3, full_cpu * 1e3)
             # Re-render: flip one node's Ready, wait for the full body's ETag to change.
             etag = client.get("/targets/kubelet")[1].getheader("etag")
-            env.api.modify(W.with_heartbeat(nodes[run], run + 1, ready="False" if run % 2 == 0 else "True"))
+            env.api.modify(W.with_heartbeat(nodes[run], run + 1, ready="False"))  # a different node each run: always a change
             deadline = time.monotonic() + 10
             while client.get("/targets/kubelet")[1].getheader("etag") == etag:
                 if time.monotonic() > deadline:

@@ -6,19 +6,19 @@ import time
 from typing import Iterable
 
 from sd._table import table
-from sd.kinds.common import IPFamily
+from sd.kinds.ips import IPFamily
 from sd.status import SourceStatus
 from sd.targets import TargetSet
+from sd.views import READY, set_state, statuses, targets_by_family
 
 
 def index_text(sets: Iterable[TargetSet], debug: bool) -> str:
     """The table at ``/`` for curl: one row per set."""
     rows = []
     for ts in sorted(sets, key=lambda s: s.name):
-        fam = ts.targets_by_family()
-        status = "ready" if ts.synced else "syncing"
+        fam = targets_by_family(ts)
         rows.append(
-            (ts.name, ts.config.source, status, len(ts), fam[IPFamily.IPV4], fam[IPFamily.IPV6], f"/targets/{ts.name}")
+            (ts.name, ts.config.source, set_state(ts), len(ts), fam[IPFamily.IPV4], fam[IPFamily.IPV6], f"/targets/{ts.name}")
         )
     text = table(("SET", "SOURCE", "STATUS", "TARGETS", "IPV4", "IPV6", "URL"), rows)
     also = "/readyz /healthz /metrics" + (" /debug/sets/<set>" if debug else "")
@@ -42,8 +42,7 @@ def readyz_text(sets: Iterable[TargetSet]) -> tuple[bool, str]:
     listing or stale and why, so a failing readiness probe explains itself."""
     sets = sorted(sets, key=lambda s: s.name)
     waiting = [ts.name for ts in sets if not ts.synced]
-    sources = {s.name: s for ts in sets for s in ts.sources}
-    troubled = [source_line(s) for _, s in sorted(sources.items()) if s.state != "ready" or s.listing]
+    troubled = [source_line(s) for s in statuses(sets).values() if s.state != READY or s.listing]
     head = f"waiting for first sync: {', '.join(waiting)}" if waiting else "ready"
     return not waiting, "\n".join([head, *troubled]) + "\n"
 

@@ -13,6 +13,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from sd.config import ServerSettings
+from sd.kinds.ips import hostport
 
 log = logging.getLogger("sd.http")
 
@@ -47,7 +48,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 def format_address(sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return hostport(host, port)
 
 
 class TlsFiles:

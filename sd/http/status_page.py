@@ -17,8 +17,9 @@ import time
 from typing import Any, Iterable, Sequence
 from urllib.parse import quote
 
-from sd.kinds.common import IPFamily
+from sd.kinds.ips import IPFamily
 from sd.targets import TargetSet
+from sd.views import explain, set_state, stats as set_stats, statuses
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
@@ -102,14 +103,6 @@ def _section(anchor: str, title: str, rows: list[Sequence[str]], headers: Sequen
     )
 
 
-def set_state(ts: TargetSet) -> str:
-    """"syncing" until the first full list is served, then "ready", or "stale" while a
-    source retries after errors (the last state is served meanwhile)."""
-    if not ts.synced:
-        return "syncing"
-    return "ready" if all(s.healthy for s in ts.sources) else "stale"
-
-
 def _sources_table(views: list[dict[str, Any]]) -> str:
     extra = list(dict.fromkeys(k for view in views for k in view if k not in _SOURCE_FIELDS))
     headers = ["source", "state", "list in progress", "last sync", "last error", "relists", "watch restarts"]
@@ -143,14 +136,14 @@ def _sources_table(views: list[dict[str, Any]]) -> str:
 def overview_main(sets: Iterable[TargetSet], debug: bool) -> str:
     sets = sorted(sets, key=lambda s: s.name)
     waiting = [ts.name for ts in sets if not ts.synced]
-    sources = {s.name: s for ts in sets for s in ts.sources}
-    failing = sorted(name for name, s in sources.items() if not s.healthy and s.last_error is not None)
+    sources = statuses(sets)
+    failing = [name for name, s in sources.items() if s.failing]
     summary = [f"waiting for a first full list: {', '.join(waiting)}" if waiting else "every set is ready"]
     if failing:
         summary.append(f"sources failing: {', '.join(failing)} (last error below)")
     rows = []
     for ts in sets:
-        stats = ts.stats()
+        stats = set_stats(ts)
         fam = stats.targets
         name = quote(ts.name, safe="")
         link = f'<a href="/sets/{name}">{_e(ts.name)}</a>' if debug else _e(ts.name)
@@ -159,7 +152,7 @@ def overview_main(sets: Iterable[TargetSet], debug: bool) -> str:
             [
                 f'<span class="name">{link}</span>',
                 _state(set_state(ts)),
-                "<br>".join(_e(s.name) for s in ts.sources),
+                "<br>".join(_e(s.name) for s in ts.statuses),
                 str(fam[IPFamily.IPV4] + fam[IPFamily.IPV6]),
                 str(fam[IPFamily.IPV4]),
                 str(fam[IPFamily.IPV6]),
@@ -170,7 +163,7 @@ def overview_main(sets: Iterable[TargetSet], debug: bool) -> str:
             ]
         )
     headers = ["set", "state", "sources", "targets", "IPv4", "IPv6", "objects", "excluded", "IP conflicts", "http_sd URL"]
-    views = [sources[name].view() for name in sorted(sources)]
+    views = [s.view() for s in sources.values()]
     return (
         f'<p class="summary{" failing" if failing else ""}">{_e("; ".join(summary))}</p>'
         f'<section id="sets"><h2>Target sets</h2>{_table(headers, rows, "sets")}</section>'
@@ -179,7 +172,7 @@ def overview_main(sets: Iterable[TargetSet], debug: bool) -> str:
 
 
 def set_main(ts: TargetSet) -> str:
-    view, stats = ts.explain(), ts.stats()
+    view, stats = explain(ts), set_stats(ts)
     fam = stats.targets
     total = fam[IPFamily.IPV4] + fam[IPFamily.IPV6]
     summary = (

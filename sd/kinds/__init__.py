@@ -7,7 +7,7 @@ RBAC rule in deploy/kubernetes/base/clusterrole.yaml).
 from __future__ import annotations
 
 from sd.kinds import nodes, pods
-from sd.kinds.common import Kind
+from sd.kinds.kind import Kind
 
 KINDS: dict[str, Kind] = {
     kind.name: kind

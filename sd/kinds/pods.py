@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from sd.kinds.common import BAD_FIELD, BAD_OBJECT, META, READINESS_WHY
-from sd.kinds.common import NOTHING, Allowlist, Fields, Kind, Port, Report
-from sd.kinds.common import add_pairs, conditions, field_reader, get_dict, get_list, get_str, ignore
-from sd.kinds.common import listed, normalize_ip, object_annotations, object_labels, port_number, preview, readiness
-from sd.kinds.common import NO_PART, RawPart, Watched, WatchedCondition, text, timestamp
-
-import msgspec
+from sd.kinds.fields import Fields, conditions, field_reader, get_list, get_str, port_number, text
+from sd.kinds.ips import normalize_ip
+from sd.kinds.kind import READINESS_WHY, Kind, Port, readiness
+from sd.kinds.labels import META, NOTHING, Allowlist, ObjectLabels, listed
+from sd.kinds.meta import Identity
+from sd.kinds.reports import BAD_FIELD, Report, preview
+from sd.kinds.shared import intern
+from sd.kinds.watched import WatchedCondition, parts, watched
 
 NAMESPACE = META + "namespace"
 POD_NAME = META + "pod_name"
 POD_IP = META + "pod_ip"
-POD_LABEL = META + "pod_label_"
-POD_LABEL_PRESENT = META + "pod_labelpresent_"
 POD_READY = META + "pod_ready"
 POD_PHASE = META + "pod_phase"
 POD_NODE_NAME = META + "pod_node_name"
@@ -33,15 +31,12 @@ POD_CONTAINER_PORT_PROTOCOL = META + "pod_container_port_protocol"
 POD_CONTAINER_INIT = META + "pod_container_init"
 POD_CONTAINER_IMAGE = META + "pod_container_image"
 POD_CONTAINER_ID = META + "pod_container_id"
-POD_ANNOTATION = META + "pod_annotation_"
-POD_ANNOTATION_PRESENT = META + "pod_annotationpresent_"
+POD_OBJECT = ObjectLabels.of("pod")  # _pod_label_<n>, _pod_labelpresent_<n>, annotations likewise
 
 # Exclusion reasons of pods only (NOT_READY, TERMINATING are shared).
 NOT_RUNNING = "not_running"
 FINISHED = "finished"
 _FINISHED_PHASES = ("Succeeded", "Failed")
-
-_intern = sys.intern
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,33 +61,23 @@ class PodRecord:
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
 
-
     def ips(self, address_types: tuple[str, ...] = ()) -> tuple[str, ...]:
         return self.pod_ips
 
 
-class _WatchedStatus(msgspec.Struct):
-    conditions: list[WatchedCondition] | None = None
-    phase: RawPart = NO_PART
-    hostIP: RawPart = NO_PART
-    podIP: RawPart = NO_PART
-    podIPs: RawPart = NO_PART
-    containerStatuses: RawPart = NO_PART
-    initContainerStatuses: RawPart = NO_PART
-
-
-class WatchedPod(Watched):
-    """What ``Pods.parse`` reads (besides metadata)."""
-
-    spec: RawPart = NO_PART
-    status: _WatchedStatus | None = None
+# What ``Pods.parse`` reads besides metadata.
+WatchedPod = watched(
+    "WatchedPod",
+    [
+        ("conditions", list[WatchedCondition] | None, None),
+        *parts("phase", "hostIP", "podIP", "podIPs", "containerStatuses", "initContainerStatuses"),
+    ],
+)
 
 
 class Pods(Kind[PodRecord]):
     name = "pods"
-    singular = "pod"
     object_kind = "Pod"
-    list_kind = "PodList"
     namespaced = True
     fields = {
         path: field_reader(*path.split("."))
@@ -112,63 +97,30 @@ class Pods(Kind[PodRecord]):
     probes = True
     runs_on_nodes = True
     watched = WatchedPod
+    record = PodRecord
     why_excluded = {
         **READINESS_WHY,
         NOT_RUNNING: lambda r: f"phase {r.phase or 'missing'}, not Running",
         FINISHED: lambda r: f"phase {r.phase}: finished, its IP may belong to another pod",
     }
 
-    def parse(
-        self, raw: Any, report: Report = ignore, previous: PodRecord | None = None, annotations: Allowlist = NOTHING
-    ) -> PodRecord | None:
-        meta = get_dict(raw, "metadata") if isinstance(raw, dict) else None
-        name, namespace = get_str(meta, "name"), get_str(meta, "namespace")
-        if meta is None or not name or not namespace:
-            report(BAD_OBJECT, f"pod: object without metadata.name/namespace skipped: {preview(raw)}")
-            return None
-        where = f"pod/{namespace}/{name}"
-        f = Fields(report, previous)
+    def read(self, raw: dict[str, Any], who: Identity, f: Fields) -> dict[str, Any]:
+        where = who.where
         status = f.section(raw, "status", where, ("ready", "phase", "host_ip", "pod_ips"), required=True)
-        f.at = ("ready",)
-        ready = dict(conditions(status, where, f, None)).get("Ready", "")
-        f.at = ("phase",)
-        phase = _intern(text(status, "phase", where, f, "status.phase"))
-        f.at = ("host_ip",)
-        host_ip = text(status, "hostIP", where, f, "status.hostIP")
-        f.at = ("pod_ips",)
-        pod_ips = _pod_ips(status, where, f)
+        fields = {
+            "namespace": who.namespace,
+            "name": who.name,
+            "ready": dict(conditions(status, where, f.filling("ready"), None)).get("Ready", ""),
+            "phase": intern(text(status, "phase", where, f.filling("phase"), "status.phase")),
+            "host_ip": text(status, "hostIP", where, f.filling("host_ip"), "status.hostIP"),
+            "pod_ips": _pod_ips(status, where, f.filling("pod_ips")),
+        }
         spec = f.section(raw, "spec", where, ("node_name", "ports"))
-        f.at = ("node_name",)
-        node_name = text(spec, "nodeName", where, f, "spec.nodeName")
-        f.at = ("ports",)
-        ports = _container_ports(spec, status, where, f)
-        f.at = ("controller_kind", "controller_name")
-        controller_kind, controller_name = _controller(meta, where, f)
-        f.at = ("created",)
-        created = timestamp(meta, "creationTimestamp", where, f)
-        f.at = ("labels",)
-        labels = object_labels(meta, where, f, previous.labels if previous else None)
-        f.at = ("annotations",)
-        kept = object_annotations(meta, annotations, where, f, previous.annotations if previous else None)
-        return f.finish(
-            PodRecord(
-                namespace=_intern(namespace),
-                name=name,
-                uid=get_str(meta, "uid"),
-                created=created,
-                terminating=meta.get("deletionTimestamp") is not None,
-                ready=ready,
-                phase=phase,
-                node_name=node_name,
-                host_ip=host_ip,
-                pod_ips=pod_ips,
-                labels=labels,
-                controller_kind=_intern(controller_kind),
-                controller_name=controller_name,
-                ports=ports,
-                annotations=kept,
-            )
-        )
+        fields["node_name"] = text(spec, "nodeName", where, f.filling("node_name"), "spec.nodeName")
+        fields["ports"] = _container_ports(spec, status, where, f.filling("ports"))
+        kind, name = _controller(who.meta, where, f.filling("controller_kind", "controller_name"))
+        fields["controller_kind"], fields["controller_name"] = intern(kind), name
+        return fields
 
     def exclude(self, record: PodRecord, require_ready: bool) -> str | None:
         if record.phase in _FINISHED_PHASES:
@@ -192,8 +144,7 @@ class Pods(Kind[PodRecord]):
         if record.controller_kind:
             labels[POD_CONTROLLER_KIND] = record.controller_kind
             labels[POD_CONTROLLER_NAME] = record.controller_name
-        add_pairs(labels, POD_LABEL, POD_LABEL_PRESENT, record.labels)
-        add_pairs(labels, POD_ANNOTATION, POD_ANNOTATION_PRESENT, listed(record.annotations, annotations))
+        POD_OBJECT.add(labels, record.labels, listed(record.annotations, annotations))
         return labels
 
     def node_of(self, record: PodRecord) -> str | None:
@@ -262,8 +213,8 @@ def _container_ports(
                 number = port_number(item.get("containerPort"), f"{where}: spec.{field}[{ci}].ports[{pi}].containerPort", report)
                 if number is not None and item["name"] not in ports:
                     protocol = item.get("protocol") if isinstance(item.get("protocol"), str) else "TCP"
-                    ports[_intern(item["name"])] = Port(
-                        number, _intern(cname), _intern(protocol), _intern(get_str(container, "image")), init, ids.get(cname, "")
+                    ports[intern(item["name"])] = Port(
+                        number, intern(cname), intern(protocol), intern(get_str(container, "image")), init, ids.get(cname, "")
                     )
     return tuple(ports.items())
 

@@ -43,6 +43,8 @@ from typing import Any, Awaitable, Callable, Protocol
 import aiohttp
 import orjson
 
+from sd.kube.events import Event, Malformed
+
 log = logging.getLogger("sd.informer")
 
 # A GET of the collection with the source's selectors bound (``sd.kube.client.list_call``):
@@ -55,7 +57,6 @@ HEALTHY_RESET_SECONDS = 60.0
 # A watch shorter than this with no events is broken (a proxy or server that answers and
 # hangs up at once); retried immediately it would be thousands of requests a second.
 SHORT_WATCH_SECONDS = 1.0
-_EVENT_TYPES = frozenset({"ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"})
 MALFORMED_EVENT = "malformed_event"
 INITIAL_EVENTS_END = "k8s.io/initial-events-end"
 # During a streaming list: this long without a line and still no end bookmark means the
@@ -91,12 +92,9 @@ class Settings(Protocol):
 class Handler(Protocol):
     """What the informer drives: the objects, then its progress and trouble."""
 
-    def list_page(self, items: list[Any]) -> None: ...
+    def list_page(self, items: list[Any]) -> None: ...  # whole objects, as a list or a streaming list has them
     def list_done(self) -> None: ...  # the pages since relisting() are the whole collection
-    def event(self, kind: str, obj: Any) -> None: ...  # ADDED | MODIFIED | DELETED | BOOKMARK
-    # A watch line, before it is decoded: its resourceVersion when the handler handled it
-    # itself (decoding only what it reads), else None and the informer goes on with it.
-    def watch_line(self, line: bytes | bytearray) -> str | None: ...
+    def event(self, event: Event) -> None: ...  # ADDED | MODIFIED | DELETED | BOOKMARK; Malformed if unusable
     def relisting(self, reason: str, method: str) -> None: ...  # a (re)list starts: why, and "streaming" | "paginated"
     def list_fallback(self, why: str, message: str) -> None: ...  # the streaming list is off for this attempt
     def watching(self) -> None: ...  # a watch request was answered
@@ -105,8 +103,19 @@ class Handler(Protocol):
     def report(self, where: str, reason: str, detail: str) -> None: ...  # bad data, skipped
 
 
-class Malformed(Exception):
-    """A watch line that cannot be trusted; the message says why."""
+class Clock(Protocol):
+    """Time for the informer: when (short watches, backoff resets) and waiting (backoff)."""
+
+    def now(self) -> float: ...
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class MonotonicClock:
+    def now(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
 
 
 class Fallback(Exception):
@@ -134,18 +143,15 @@ class Failure(Exception):
 class Backoff:
     """Exponential backoff with jitter: ``initial`` doubling to ``maximum``, each delay
     up to 50% longer at random so that many clients do not retry in step; back to
-    ``initial`` after HEALTHY_RESET_SECONDS without a failure. ``clock`` lets tests
-    manipulate time."""
+    ``initial`` after HEALTHY_RESET_SECONDS without a failure."""
 
-    def __init__(
-        self, initial: float, maximum: float, rng: random.Random, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, initial: float, maximum: float, rng: random.Random, clock: Clock) -> None:
         self.initial, self.maximum, self._rng, self._clock = initial, maximum, rng, clock
         self._next = initial
         self._last_failure = -float("inf")
 
     def delay(self) -> float:
-        now = self._clock()
+        now = self._clock.now()
         if now - self._last_failure > HEALTHY_RESET_SECONDS:
             self._next = self.initial
         self._last_failure = now
@@ -154,23 +160,68 @@ class Backoff:
         return min(base * (1 + self._rng.random() * 0.5), self.maximum)
 
 
+class _Stream:
+    """A watch response, cut into lines read by read. Lines are cut where the newlines
+    are, searching only the new bytes: an event split over many reads is neither
+    re-copied nor re-scanned per read."""
+
+    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+        self.resp = resp
+        self._chunks = resp.content.iter_any().__aiter__()
+        self._pending = bytearray()  # what arrived after the last newline
+        self.caught_up = False  # the last read was short: the stream has nothing more yet
+
+    async def lines(self, timeout: float | None = None) -> list[bytearray] | None:
+        """The non-blank lines completed by the next read; None once the stream ended (its
+        last unterminated line, if any, was the last one returned). TimeoutError when
+        ``timeout`` passes without a read."""
+        pending = self._pending
+        try:
+            if timeout is None:
+                chunk = await self._chunks.__anext__()
+            else:
+                async with asyncio.timeout(timeout):
+                    chunk = await self._chunks.__anext__()
+        except StopAsyncIteration:
+            if pending and not pending.isspace():
+                self._pending = bytearray()
+                return [pending]
+            return None
+        self.caught_up = len(chunk) < COALESCE_BELOW_BYTES
+        searched = len(pending)
+        pending += chunk
+        lines = []
+        start, end = 0, pending.find(b"\n", searched)
+        while end >= 0:
+            line = pending[start:end]
+            if line and not line.isspace():
+                lines.append(line)
+            start, end = end + 1, pending.find(b"\n", end + 1)
+        del pending[:start]
+        return lines
+
+    def close(self) -> None:
+        self.resp.release()
+
+
 class Informer:
+    """The list/watch loop of one collection. ``decode`` is the kind's decoder
+    (``sd.kube.events.Decoder``): every watch line is decoded by it, once."""
+
     def __init__(
         self,
         name: str,
         call: ListCall,
+        decode: Callable[[bytes | bytearray], Event],
         handler: Handler,
         settings: Settings,
         rng: random.Random | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock | None = None,
     ) -> None:
-        self.name = name
-        self._call = call
-        self._handler = handler
-        self._settings = settings
+        self.name, self._call, self._decode, self._handler, self._settings = name, call, decode, handler, settings
         self._rng = rng or random.Random()
-        self._clock = clock
-        self._backoff = Backoff(settings.backoff_initial_seconds, settings.backoff_max_seconds, self._rng, clock)
+        self._clock = clock or MonotonicClock()
+        self._backoff = Backoff(settings.backoff_initial_seconds, settings.backoff_max_seconds, self._rng, self._clock)
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=CONNECT_TIMEOUT_SECONDS, sock_connect=CONNECT_TIMEOUT_SECONDS,
             sock_read=settings.read_timeout_seconds,
@@ -178,60 +229,60 @@ class Informer:
         self.resource_version = ""
         self._malformed_at: str | None = None  # the version a bad line last followed
         self._fallback_logged = False
-        self._need_list = True
 
     async def run(self) -> None:
         """List and watch until cancelled."""
-        self._need_list, reason = True, "initial"
+        relist: str | None = "initial"  # why the next step is a list; None: watch from resource_version
         while True:
             try:
-                if self._need_list and self._settings.streaming_list != "off":
-                    self._handler.relisting(reason, STREAMING)
-                    try:
-                        # Lists (clearing _need_list at the end bookmark), then goes on as the watch.
-                        reason = await self._watch(initial=True)
-                    except Fallback as exc:
-                        self._fell_back(exc)
-                    else:
-                        self._handler.watch_ended(reason)
-                        continue
-                if self._need_list:
-                    self._handler.relisting(reason, PAGINATED)
-                    await self._list()
-                    self._need_list = False
-                reason = await self._watch()
-                self._handler.watch_ended(reason)
+                stream = await self._list(relist) if relist is not None else None
+                relist = None
+                self._handler.watch_ended(await self.watch(stream))
             except Malformed as exc:
-                if not self._need_list:
+                if relist is None:
                     self._handler.watch_ended(MALFORMED_EVENT)
                     if self._malformed_at == self.resource_version:
                         # The server replayed the same bad line after the same version: it is
                         # in its history and every re-watch from here would meet it. Relist.
                         log.warning("relisting source=%r reason=%s detail=%r", self.name, MALFORMED_EVENT, str(exc))
-                        self._need_list = True
+                        relist = MALFORMED_EVENT
                     self._malformed_at = self.resource_version
-                reason = MALFORMED_EVENT
+                else:
+                    relist = MALFORMED_EVENT
                 await self._fail(MALFORMED_EVENT, str(exc), None)
             except Expired as exc:
-                if self._need_list:  # the list itself expired mid-pagination: retry it, but not in a hot loop
+                if relist is not None:  # the list itself expired mid-pagination: retry it, but not in a hot loop
                     await self._fail("expired", str(exc), None)
                 else:
                     log.info("relisting source=%r reason=expired detail=%r", self.name, str(exc))
-                self._need_list, reason = True, "expired"
+                relist = "expired"
             except (Failure, aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
                 if isinstance(exc, Failure):
                     why, message, retry_after = exc.reason, str(exc), exc.retry_after
                 else:
                     why, message, retry_after = "connection", f"{type(exc).__name__}: {exc}", None
                 await self._fail(why, message, retry_after)
-                if self._need_list:
-                    reason = "retry"
+                if relist is not None:
+                    relist = "retry"
                 else:
                     self._handler.watch_ended(why)
             except Exception as exc:  # a bug must not end the watch: log it, start over from a list
                 log.exception("internal error source=%r", self.name)
                 await self._fail("internal_error", repr(exc), None)
-                self._need_list, reason = True, "internal_error"
+                relist = "internal_error"
+
+    async def _list(self, reason: str) -> _Stream | None:
+        """A (re)list: streaming where the server can, else paginated. Returns the streaming
+        list's stream, which goes on as the watch (None after a paginated list)."""
+        if self._settings.streaming_list != "off":
+            self._handler.relisting(reason, STREAMING)
+            try:
+                return await self.streaming_list()
+            except Fallback as exc:
+                self._fell_back(exc)
+        self._handler.relisting(reason, PAGINATED)
+        await self.paginated_list()
+        return None
 
     def _fell_back(self, exc: Fallback) -> None:
         self._handler.list_fallback(exc.reason, str(exc))
@@ -245,7 +296,7 @@ class Informer:
         if retry_after is not None:
             delay = max(delay, retry_after)
         log.warning("source error source=%r reason=%s retry_in=%.1fs detail=%r", self.name, reason, delay, message)
-        await asyncio.sleep(delay)
+        await self._clock.sleep(delay)
 
     async def _request(self, params: dict[str, str]) -> aiohttp.ClientResponse:
         resp = await self._call(params, self._timeout)
@@ -262,7 +313,9 @@ class Informer:
             raise Failure("unauthorized" if resp.status == 401 else "forbidden", message, status=resp.status)
         raise Failure(f"http_{resp.status // 100}xx", message, status=resp.status)
 
-    async def _list(self) -> None:
+    # -- the steps ------------------------------------------------------------------------
+
+    async def paginated_list(self) -> None:
         """Paginated list. The next page is requested before this one is processed, and
         processing yields to the event loop every CHUNK items, so the API server
         serializes page n+1 (and HTTP requests get answered) while page n becomes
@@ -296,9 +349,72 @@ class Informer:
         finally:
             resp.release()
 
-    async def _watch(self, initial: bool = False) -> str:
-        """One watch stream; returns why it ended (or raises). ``initial``: a streaming list,
-        whose objects end at the marked bookmark, after which it goes on as the watch."""
+    async def streaming_list(self) -> _Stream:
+        """A watch with ``sendInitialEvents``: its objects until the end bookmark are the
+        list. Returns the stream, past that bookmark, to go on with as the watch; Fallback
+        when the server refuses or ignores it."""
+        stream = await self._open(initial=True)
+        end_wait = min(STREAM_END_SECONDS, self._settings.read_timeout_seconds)
+        try:
+            while True:
+                try:
+                    lines = await stream.lines(end_wait)
+                except TimeoutError:
+                    raise Fallback("ignored", f"no {INITIAL_EVENTS_END} bookmark {end_wait:g}s after the last object") from None
+                if lines is None:
+                    raise Failure("list_incomplete", f"the streaming list ended before its {INITIAL_EVENTS_END} bookmark")
+                objects = []
+                for i, line in enumerate(lines):
+                    event = self._event(line)
+                    if event.type == "ADDED":
+                        objects.append(self._object(event, line))
+                        continue
+                    if event.type == "BOOKMARK" and _ends_initial_events(event):
+                        self._handler.list_page(objects)
+                        self._handler.list_done()
+                        self._handler.event(event)
+                        self.resource_version = event.version
+                        for rest in lines[i + 1 :]:
+                            self._line(rest)
+                        return stream
+                    if event.type == "ERROR":
+                        self._error(event.parts)
+                    raise Fallback(
+                        "ignored", f"a {event.type} event before the {INITIAL_EVENTS_END} bookmark: the server ignored sendInitialEvents"
+                    )
+                if objects:
+                    self._handler.list_page(objects)
+                    await asyncio.sleep(0)
+        except BaseException:
+            stream.close()
+            raise
+
+    async def watch(self, stream: _Stream | None = None) -> str:
+        """Watch from ``resource_version`` (or go on with a streaming list's ``stream``)
+        until the stream ends; returns why it ended (or raises)."""
+        started, received = self._clock.now(), 0
+        if stream is None:
+            stream = await self._open(initial=False)
+        else:
+            received = 1  # the streaming list's lines came over it
+        try:
+            while (lines := await stream.lines()) is not None:
+                for line in lines:
+                    self._line(line)
+                received += len(lines)
+                if stream.caught_up:
+                    await _coalesce(stream.resp)
+        except asyncio.TimeoutError:
+            return "read_timeout"
+        finally:
+            stream.close()
+        if not received and self._clock.now() - started < SHORT_WATCH_SECONDS:
+            raise Failure("short_watch", f"watch ended within {SHORT_WATCH_SECONDS:g}s without any event or bookmark")
+        self._malformed_at = None
+        return "closed"
+
+    async def _open(self, initial: bool) -> _Stream:
+        """A watch request from ``resource_version``, or a streaming list's (``initial``)."""
         low, high = self._settings.watch_timeout_seconds
         params = {"watch": "true", "allowWatchBookmarks": "true", "timeoutSeconds": str(int(self._rng.uniform(low, high)))}
         if initial:
@@ -312,118 +428,51 @@ class Informer:
                 raise Fallback(f"rejected_{exc.status}", str(exc)) from None
             raise
         self._handler.watching()
-        started, received = self._clock(), 0
-        listing: list[Any] | None = [] if initial else None  # objects of the streaming list not yet handed over
-        end_wait = min(STREAM_END_SECONDS, self._settings.read_timeout_seconds)
-        try:
-            pending = bytearray()  # what arrived after the last newline
-            chunks = resp.content.iter_any().__aiter__()
-            while True:
-                try:
-                    if listing is None:
-                        chunk = await chunks.__anext__()
-                    else:
-                        async with asyncio.timeout(end_wait):
-                            chunk = await chunks.__anext__()
-                except StopAsyncIteration:
-                    break
-                except TimeoutError:
-                    if listing is None:
-                        raise
-                    raise Fallback("ignored", f"no {INITIAL_EVENTS_END} bookmark {end_wait:g}s after the last object") from None
-                # Lines are cut where the newlines are, searching only the new bytes: an
-                # event split over many reads is neither re-copied nor re-scanned per read.
-                searched = len(pending)
-                pending += chunk
-                start, end = 0, pending.find(b"\n", searched)
-                while end >= 0:
-                    line = pending[start:end]
-                    if line and not line.isspace():
-                        if listing is None:
-                            self._line(line)
-                        elif self._initial_line(line, listing):
-                            listing = None
-                        received += 1
-                    start, end = end + 1, pending.find(b"\n", end + 1)
-                del pending[:start]
-                if listing:
-                    self._handler.list_page(listing)
-                    listing = []
-                    await asyncio.sleep(0)
-                elif listing is None and len(chunk) < COALESCE_BELOW_BYTES:
-                    await _coalesce(resp)
-        except asyncio.TimeoutError:
-            return "read_timeout"
-        finally:
-            resp.release()
-        if listing is not None:
-            raise Failure("list_incomplete", f"the streaming list ended before its {INITIAL_EVENTS_END} bookmark")
-        if pending and not pending.isspace():
-            self._line(pending)
-            received += 1
-        if not received and self._clock() - started < SHORT_WATCH_SECONDS:
-            raise Failure("short_watch", f"watch ended within {SHORT_WATCH_SECONDS:g}s without any event or bookmark")
-        self._malformed_at = None
-        return "closed"
+        return _Stream(resp)
 
-    def _initial_line(self, line: bytes | bytearray, listing: list[Any]) -> bool:
-        """One line of a streaming list: an object joins ``listing``; True at the end bookmark,
-        where the list is done. Anything else means the server is not streaming a list."""
-        kind, obj, version = self._decode(line)
-        if kind == "ADDED":
-            listing.append(obj)
-            return False
-        if kind == "BOOKMARK" and (obj["metadata"].get("annotations") or {}).get(INITIAL_EVENTS_END) == "true":
-            if listing:
-                self._handler.list_page(listing)
-                listing.clear()
-            self._handler.list_done()
-            self._handler.event(kind, obj)
-            self.resource_version = version
-            self._need_list = False
-            return True
-        if kind == "ERROR":
-            self._error(obj)
-        raise Fallback("ignored", f"a {kind} event before the {INITIAL_EVENTS_END} bookmark: the server ignored sendInitialEvents")
+    # -- lines ----------------------------------------------------------------------------
 
     def _line(self, line: bytes | bytearray) -> None:
         """Apply one watch line; raises Malformed when it cannot be trusted."""
-        version = self._handler.watch_line(line)
-        if version is not None:
-            self.resource_version = version
-            return
-        kind, obj, version = self._decode(line)
-        if kind == "ERROR":
-            self._error(obj)
-        self._handler.event(kind, obj)
-        self.resource_version = version
-
-    def _decode(self, line: bytes | bytearray) -> tuple[str, Any, str]:
-        """(type, object, resourceVersion) of a watch line ("" for ERROR); Malformed when it
-        is not JSON, of an unknown type, or lacks a resourceVersion."""
+        event = self._event(line)
+        if event.type == "ERROR":
+            self._error(event.parts)
         try:
-            event = orjson.loads(line)
-            kind = event["type"]
-            obj = event["object"]
-            if kind not in _EVENT_TYPES:
-                raise ValueError(f"unknown event type {kind!r}")
-            version = obj["metadata"]["resourceVersion"] if kind != "ERROR" else ""
-            if kind != "ERROR" and (not isinstance(version, str) or not version):
-                raise ValueError(f"resourceVersion is not a non-empty string: {version!r}")
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            detail = f"{self.name}: watch line dropped after resourceVersion {self.resource_version!r}: {exc}: {bytes(line[:80])!r}"
-            self._handler.report(self.name, MALFORMED_EVENT, detail)
-            raise Malformed(detail) from None
-        return kind, obj, version
+            self._handler.event(event)
+        except Malformed as exc:
+            raise self._malformed(line, exc) from None
+        self.resource_version = event.version
+
+    def _event(self, line: bytes | bytearray) -> Event:
+        try:
+            return self._decode(line)
+        except Malformed as exc:
+            raise self._malformed(line, exc) from None
+
+    def _object(self, event: Event, line: bytes | bytearray) -> Any:
+        try:
+            return event.whole()
+        except Malformed as exc:
+            raise self._malformed(line, exc) from None
+
+    def _malformed(self, line: bytes | bytearray, exc: Malformed) -> Malformed:
+        """Report a line that cannot be trusted; the Malformed to raise."""
+        detail = f"{self.name}: watch line dropped after resourceVersion {self.resource_version!r}: {exc}: {bytes(line[:80])!r}"
+        self._handler.report(self.name, MALFORMED_EVENT, detail)
+        return Malformed(detail)
 
     @staticmethod
-    def _error(obj: Any) -> None:
-        """An ERROR event: 410 → Expired (relist), anything else a Failure."""
-        code = obj.get("code") if isinstance(obj, dict) else None
-        message = obj.get("message", "") if isinstance(obj, dict) else repr(obj)
+    def _error(status: dict[str, Any]) -> None:
+        """An ERROR event (its object a Status): 410 → Expired (relist), anything else a Failure."""
+        code, message = status.get("code"), status.get("message", "")
         if code == 410:
             raise Expired(message)
         raise Failure(f"watch_error_{code}", f"watch ERROR event: {message}")
+
+
+def _ends_initial_events(bookmark: Event) -> bool:
+    annotations = (bookmark.whole().get("metadata") or {}).get("annotations")
+    return isinstance(annotations, dict) and annotations.get(INITIAL_EVENTS_END) == "true"
 
 
 async def _coalesce(resp: aiohttp.ClientResponse) -> None:

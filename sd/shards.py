@@ -1,0 +1,57 @@
+"""Shard bodies: a share of a set's rendered body, the groups whose target ``t`` has
+``hashmod(t, N) == I`` (Prometheus' relabel ``hashmod`` on ``__address__``), labels and
+order unchanged, each with its own ETag."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+
+from sd.body import Blocks, Body, etag
+
+# Shard counts whose shard bodies are kept per render, least recently asked evicted: a
+# client walking through many values of N costs CPU, never memory beyond this many
+# partitions of the body (each the size of one body in all).
+SHARD_COUNTS_KEPT = 2
+
+
+def hashmod(value: str, modulus: int) -> int:
+    """Prometheus' relabel action ``hashmod``: md5 of the value, its last 8 bytes as a
+    big-endian unsigned integer, modulo ``modulus`` (model/relabel/relabel.go)."""
+    return int.from_bytes(hashlib.md5(value.encode()).digest()[8:], "big") % modulus
+
+
+class Shards:
+    """The shard bodies of the last render of ``blocks``: all N are cut from the body's
+    spans together, at most once per render and shard count (``clear`` after a render)."""
+
+    def __init__(self, blocks: Blocks) -> None:
+        self._blocks = blocks
+        self._cut: OrderedDict[int, list[Body]] = OrderedDict()  # N → its shards' bodies
+
+    def clear(self) -> None:
+        self._cut.clear()
+
+    def body(self, shards: int, shard: int) -> Body:
+        parts = self._cut.get(shards)
+        if parts is None:
+            parts = self._split(shards)
+            self._cut[shards] = parts
+            while len(self._cut) > SHARD_COUNTS_KEPT:
+                self._cut.popitem(last=False)
+        else:
+            self._cut.move_to_end(shards)
+        return parts[shard]
+
+    def __len__(self) -> int:
+        """How many shard counts are kept."""
+        return len(self._cut)
+
+    def _split(self, shards: int) -> list[Body]:
+        spans: list[list[memoryview]] = [[] for _ in range(shards)]
+        sums = [0] * shards
+        for target, digest, group in self._blocks.spans():
+            i = hashmod(target, shards)
+            spans[i].append(group)
+            sums[i] += digest
+        return [Body.of(b"[" + b",".join(spans[i]) + b"]", etag(sums[i], f"-{shards}.{i}")) for i in range(shards)]
