@@ -19,7 +19,10 @@ documentation addresses only.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
+import os
+import re
 import subprocess
 import threading
 import time
@@ -33,7 +36,7 @@ import yaml
 
 from sdtest.controlplane import ControlPlane, wall_clock_second_after
 from sdtest.factories import make_node, make_pod
-from sdtest.helpers import FAST, Server, eventually, free_port, terminate
+from sdtest.helpers import FAST, ROOT, Server, eventually, free_port, terminate
 from sdtest.promtest import Prometheus, prometheus_binary
 from sdtest.upstream import program
 
@@ -123,7 +126,7 @@ class VMAgent:
     """vmagent on 127.0.0.1:<free port>, its scrape config, queue and log under ``workdir``;
     remote write only to the loopback ``sink``; its own sharding off (no -promscrape.cluster.*)."""
 
-    def __init__(self, config: dict[str, Any], workdir: Path, sink: Sink, *flags: str) -> None:
+    def __init__(self, config: dict[str, Any], workdir: Path, sink: Sink, *flags: str, env: dict[str, str] | None = None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "scrape.yml").write_text(yaml.safe_dump(config, sort_keys=False))
         self.port = free_port()
@@ -133,7 +136,7 @@ class VMAgent:
                 f"-promscrape.config={workdir / 'scrape.yml'}", f"-remoteWrite.url={sink.url}",
                 f"-remoteWrite.tmpDataPath={workdir / 'queue'}", "-loggerLevel=INFO", *flags]
         with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=workdir)
+            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=workdir, env={**os.environ, **(env or {})})
 
     def targets(self) -> dict[str, Any]:
         if self.proc.poll() is not None:
@@ -280,13 +283,15 @@ def test_vmagent_discovers_the_same_targets_and_labels_as_prometheus(stack):
 
 
 def test_two_vmagents_read_their_shards_with_their_own_sharding_off(stack):
-    """Each vmagent reads ?shards=2&shard=I (no -promscrape.cluster.*, no keep rule): the union is
-    every target once."""
+    """Each vmagent reads ?shards=2&shard=I (no -promscrape.cluster.*, no keep rule), one config for
+    all with I from its environment (``%{SHARD}``, as docs/vmagent.md sets it from the StatefulSet pod
+    index): the union is every target once."""
     tmp, srv, sink = stack
     found: dict[str, list[str]] = {name: [] for name in SETS}
+    config = scrape_config(srv.base, "?shards=2&shard=%{SHARD}")
     for shard in range(2):
-        config = scrape_config(srv.base, f"?shards=2&shard={shard}")
-        with VMAgent(config, tmp / f"vmagent-shard-{shard}", sink, "-promscrape.httpSDCheckInterval=2s") as agent:
+        with VMAgent(config, tmp / f"vmagent-shard-{shard}", sink, "-promscrape.httpSDCheckInterval=2s",
+                     env={"SHARD": str(shard)}) as agent:
             for name in SETS:
                 want = served(srv, name, f"?shards=2&shard={shard}")
                 assert want and all(hashmod(t, 2) == shard for t in want)
@@ -372,3 +377,34 @@ def test_a_failing_url_loses_its_targets_when_the_job_has_another(stack):
             vmagent_eventually(agent, count(len(kubelets)), "the failing URL's targets dropped", timeout=90)
             addresses = sorted(t["discoveredLabels"]["__address__"] for t in agent.active_targets("both"))
             assert addresses == kubelets
+
+
+def doc_config() -> dict:
+    """The vmagent config of docs/vmagent.md (its first YAML block)."""
+    text = (ROOT / "docs" / "vmagent.md").read_text()
+    return yaml.safe_load(re.search(r"```yaml\n(.*?)```", text, re.S).group(1))
+
+
+def dry_run(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([program("vmagent"), f"-promscrape.config={config}", "-promscrape.config.dryRun", "-loggerLevel=ERROR"],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_the_documented_vmagent_config_is_prometheus_ymls_jobs_and_vmagent_accepts_it(tmp_path):
+    """vmagent refuses config/prometheus.yml (``refresh_interval``); docs/vmagent.md's config is its
+    http_sd jobs without it, reading the Service, and passes vmagent's strict check."""
+    refused = dry_run(ROOT / "config" / "prometheus.yml")
+    assert refused.returncode != 0 and "field refresh_interval not found in type http.SDConfig" in refused.stderr, refused.stderr
+    path = tmp_path / "vmagent.yml"
+    path.write_text(yaml.safe_dump(doc_config()))
+    accepted = dry_run(path)
+    assert accepted.returncode == 0, accepted.stderr
+    prometheus = {j["job_name"]: j for j in yaml.safe_load((ROOT / "config" / "prometheus.yml").read_text())["scrape_configs"]
+                  if j.get("http_sd_configs")}
+    for job in doc_config()["scrape_configs"]:
+        theirs = copy.deepcopy(prometheus.pop(job["job_name"]))
+        for sd in theirs["http_sd_configs"]:
+            del sd["refresh_interval"]
+            sd["url"] = sd["url"].replace("http://localhost:8080", "http://kube-http-sd.monitoring.svc:8080")
+        assert job == theirs, job["job_name"]
+    assert not prometheus, f"jobs missing from docs/vmagent.md: {sorted(prometheus)}"
