@@ -295,6 +295,14 @@ def test_every_option_reaches_the_objects(tmp_path):
     assert config["targets"]["fluentd"]["attach_metadata"] == {"node": True}
 
 
+def test_a_set_given_null_is_removed_and_the_others_keep_their_defaults(tmp_path):
+    docs = template(tmp_path, {"config": {"targets": {"fluentd": None, "kubelet": {"port": 10255}}}})
+    config = sd_yaml(docs, "kube-http-sd")
+    assert set(config["targets"]) == {"kubelet"}
+    defaults = yaml.safe_load((ROOT / "config" / "sd.yaml").read_text())["targets"]["kubelet"]
+    assert config["targets"]["kubelet"] == {**defaults, "port": 10255}
+
+
 BAD_VALUES = [
     ({"mode": "daemonset"}, "/mode", "value must be one of 'standalone', 'sidecar'"),
     ({"config": {"targets": {"kubelet": {"port": 0}}}}, "/config/targets/kubelet/port", "minimum: got 0, want 1"),
