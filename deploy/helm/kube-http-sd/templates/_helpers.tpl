@@ -131,6 +131,10 @@ securityContext:
   runAsNonRoot: true
   runAsUser: {{ $v.podSecurityContext.runAsUser }}
   runAsGroup: {{ $v.podSecurityContext.runAsGroup }}
+  {{- with $v.podSecurityContext.seccompProfile }}
+  seccompProfile:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
   {{- end }}
   {{- toYaml $v.securityContext | nindent 2 }}
 volumeMounts:
