@@ -29,7 +29,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-tools/build.sh kubernetes etcd prometheus prometheus-operator >/dev/null
+tools/build.sh kubernetes etcd prometheus prometheus-operator helm vmagent >/dev/null
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'

@@ -22,6 +22,8 @@ MODULES = {
     "etcd": "etcd",
     "prometheus": "prometheus",
     "prometheus-operator": "prometheus-operator",
+    "helm": "helm",
+    "vmagent": "vmagent",
 }
 
 
