@@ -35,7 +35,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from sdtest.helpers import eventually, free_port, terminate
+from sdtest.helpers import FAST, Server, eventually, free_port, terminate
 from sdtest.upstream import program
 
 # What a test's object keeps of its factory metadata (the API server sets the rest).
@@ -46,7 +46,19 @@ SERVICE_CIDR = "198.51.100.0/24"  # documentation range (RFC 5737)
 DISABLED_ADMISSION = "ServiceAccount"
 
 
-class Etcd:
+class _Process:
+    """A program of the control plane, started by ``start``."""
+
+    proc: subprocess.Popen[bytes] | None = None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash; ``start`` again reuses the same ports and data."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+
+class Etcd(_Process):
     """etcd on 127.0.0.1 with its data in ``data_dir``; ``start`` again after ``kill`` reuses the
     same ports and data."""
 
@@ -72,12 +84,6 @@ class Etcd:
         _alive(self.proc, self.workdir / "etcd.log")
         return httpx.get(self.url + "/health", timeout=2).json().get("health") == "true"
 
-    def kill(self) -> None:
-        """SIGKILL, as a crash."""
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait()
-
     def stop(self) -> None:
         if self.proc is not None:
             terminate(self.proc)
@@ -94,7 +100,7 @@ class Etcd:
         resp.raise_for_status()
 
 
-class ControlPlane:
+class ControlPlane(_Process):
     """etcd + kube-apiserver on loopback. ``api`` is an admin client (httpx, client certificate);
     ``kubeconfig`` an admin kubeconfig file; ``kubectl(...)`` runs the built kubectl with it."""
 
@@ -168,12 +174,6 @@ class ControlPlane:
             client = self._api = httpx.Client(base_url=self.url, verify=tls, timeout=30)
         return client
 
-    def kill(self) -> None:
-        """SIGKILL kube-apiserver, as a crash (etcd stays up)."""
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait()
-
     def stop(self) -> None:
         if self.proc is not None:
             terminate(self.proc)
@@ -209,6 +209,14 @@ class ControlPlane:
         path = self.workdir / f"kubeconfig-{name}"
         path.write_text(yaml.safe_dump(config))
         return path
+
+    def serve(self, workdir: Path, *, kubeconfig: Path | None = None, extra: str = "") -> Server:
+        """``kube-http-sd serve`` against this API server (the admin's kubeconfig unless given), its
+        config FAST plus ``extra`` written to ``workdir/sd.yaml``; returned healthy, not yet synced."""
+        config = workdir / "sd.yaml"
+        config.write_text(FAST + extra)
+        srv = Server("--kubeconfig", str(kubeconfig or self.kubeconfig), "--config", str(config))
+        return srv.wait_healthy()
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(

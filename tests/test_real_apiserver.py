@@ -40,11 +40,6 @@ def config(tmp_path: Path, extra: str = "") -> str:
     return str(path)
 
 
-def serve(cp: ControlPlane, tmp_path: Path, *args: str, kubeconfig: Path | None = None, extra: str = "") -> Server:
-    srv = Server("--kubeconfig", str(kubeconfig or cp.kubeconfig), "--config", config(tmp_path, extra), *args)
-    return srv.wait_healthy()
-
-
 def served(srv: Server, name: str) -> dict[str, str]:
     """address → the target's node or pod name."""
     resp = srv.get(f"/targets/{name}")
@@ -100,7 +95,7 @@ def test_both_sets_end_to_end_and_the_same_bytes_as_a_snapshot_of_the_cluster(cl
     cp.create(pod("fluentd-leaving", ["192.0.2.54"]))
     cp.create(pod("other-app", ["192.0.2.55"], labels={"app.kubernetes.io/name": "other"}))
 
-    with serve(cp, tmp_path) as srv:
+    with cp.serve(tmp_path) as srv:
         eventually(lambda: srv.get("/readyz").status_code == 200, 30, what="first sync")
         want_nodes = {"192.0.2.10:10250": "cp-ready", "192.0.2.12:10250": "cp-gone", "192.0.2.20:10250": "cp-a-new1",
                       "192.0.2.21:10250": "cp-a-new2", "192.0.2.22:10250": "cp-a-newer"}
@@ -153,7 +148,7 @@ def test_the_real_watch_list_is_used_and_selectors_are_accepted(cluster, tmp_pat
         "    label_selector: 'tier notin (silver),app.kubernetes.io/name'\n"
         "    field_selector: 'spec.nodeName=sel-node-1,status.phase=Running'\n"
     )
-    with serve(cp, tmp_path, extra=custom) as srv:
+    with cp.serve(tmp_path, extra=custom) as srv:
         eventually(lambda: srv.get("/readyz").status_code == 200, 30, what="first sync")
         assert served(srv, "pool-a") == {"198.51.100.1:10250": "sel-node-1"}
         assert served(srv, "gold-on-1") == {"198.51.100.10:24231": "sel-a", "198.51.100.12:24231": "sel-c"}
@@ -170,7 +165,7 @@ def test_without_the_watch_list_feature_the_lists_are_paged(tmp_path):
     with ControlPlane(tmp_path / "cp", apiserver_flags=("--feature-gates=WatchList=false",)) as cp:
         for i in range(5):
             cp.create(node(f"paged-{i}", f"203.0.113.{i + 1}"))
-        with serve(cp, tmp_path) as srv:
+        with cp.serve(tmp_path) as srv:
             eventually(lambda: srv.get("/readyz").status_code == 200, 30, what="first sync")
             assert len(served(srv, NODE_SET)) == 5  # page_size 3: two pages
             assert metric_sum(srv, 'kube_http_sd_relists_total{source="nodes",method="paginated"}') >= 1
@@ -192,7 +187,7 @@ def test_a_real_410_after_compaction_relists_without_losing_or_flapping(tmp_path
     with ControlPlane(tmp_path / "cp", apiserver_flags=("--watch-cache=false",)) as cp:
         for i in range(3):
             cp.create(node(f"gone-{i}", f"203.0.113.{10 + i}"))
-        with serve(cp, tmp_path) as srv:
+        with cp.serve(tmp_path) as srv:
             eventually(lambda: len(served(srv, NODE_SET)) == 3, 30, what="first sync")
             with Sampler(srv.base + f"/targets/{NODE_SET}", interval=0.02) as sampler:
                 watches = apiserver_watches(cp, "nodes")  # ours and the API server's own informer's
@@ -215,7 +210,7 @@ def test_a_real_410_after_compaction_relists_without_losing_or_flapping(tmp_path
 def test_api_server_and_etcd_killed_and_restarted(tmp_path):
     with ControlPlane(tmp_path / "cp") as cp:
         cp.create(node("crash-1", "203.0.113.30"))
-        with serve(cp, tmp_path) as srv:
+        with cp.serve(tmp_path) as srv:
             eventually(lambda: served(srv, NODE_SET) == {"203.0.113.30:10250": "crash-1"}, 30, what="first sync")
             for victim in ("kube-apiserver", "etcd"):
                 with Sampler(srv.base + f"/targets/{NODE_SET}") as sampler:
@@ -256,7 +251,7 @@ def test_the_shipped_rbac_for_real(cluster, tmp_path):
                        headers={"Authorization": f"Bearer {token}"})
     assert denied.status_code == 403, denied.text
     binding = cp.request("GET", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/kube-http-sd")
-    with serve(cp, tmp_path, kubeconfig=kubeconfig) as srv:
+    with cp.serve(tmp_path, kubeconfig=kubeconfig) as srv:
         eventually(lambda: srv.get("/readyz").status_code == 200, 30, what="synced with the ServiceAccount's token")
         assert "203.0.113.40:10250" in served(srv, NODE_SET)
         before = srv.get(f"/targets/{NODE_SET}").content

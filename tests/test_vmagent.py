@@ -36,7 +36,7 @@ import yaml
 
 from sdtest.controlplane import ControlPlane, wall_clock_second_after
 from sdtest.factories import make_node, make_pod
-from sdtest.helpers import FAST, ROOT, Server, eventually, free_port, terminate
+from sdtest.helpers import ROOT, Server, eventually, free_port, terminate
 from sdtest.promtest import Prometheus, prometheus_binary
 from sdtest.upstream import program
 
@@ -236,9 +236,7 @@ def stack(tmp_path_factory):
     with contextlib.ExitStack() as stack:
         cp = stack.enter_context(ControlPlane(tmp / "controlplane"))
         build_cluster(cp)
-        (tmp / "sd.yaml").write_text(FAST)
-        srv = stack.enter_context(Server("--kubeconfig", str(cp.kubeconfig), "--config", str(tmp / "sd.yaml")))
-        srv.wait_healthy()
+        srv = stack.enter_context(cp.serve(tmp))
         eventually(lambda: srv.get("/readyz").status_code == 200, 30, what="kube-http-sd synced")
         sink = stack.enter_context(Sink())
         yield tmp, srv, sink
