@@ -21,7 +21,7 @@ from sd.index import Index, Policy
 from sd.kinds import KINDS
 from sd.kinds.ips import hostport, ip_family
 from sd.kinds.kind import Port, Record
-from sd.kinds.labels import IP_FAMILY_LABEL, Allowlist
+from sd.kinds.labels import CLUSTER_LABEL, IP_FAMILY_LABEL, Allowlist
 from sd.shards import Shards
 from sd.status import SourceStatus
 
@@ -54,11 +54,16 @@ class TargetSet:
     With ``ip_family: reachable`` the set asks ``prober`` which of a candidate's IPs
     answer, publishes those (the primary IP until one answers) and re-claims a
     record's IPs when its probe results change (``refresh``).
+
+    With a ``cluster`` it is that cluster's part of a set served over several clusters
+    (``sd/clusters.py``): its index resolves conflicts within the cluster only, and every
+    group carries ``__meta_sd_cluster``.
     """
 
-    def __init__(self, config: SetConfig, prober: Prober | None = None) -> None:
+    def __init__(self, config: SetConfig, prober: Prober | None = None, cluster: str | None = None) -> None:
         self.config = config
         self.name = config.name
+        self.cluster = cluster
         self.kind = kind = KINDS[config.source]
         self._types = types = config.address_types or kind.address_types
         family = config.ip_family
@@ -76,6 +81,8 @@ class TargetSet:
         self.annotations = Allowlist.of(config.annotations)
         self.attached: Attachment | None = None  # attach_metadata: {node: true}
         self._static = dict(config.labels)
+        if cluster is not None:
+            self._static[CLUSTER_LABEL] = cluster
         if config.metrics_path:
             self._static[METRICS_PATH] = config.metrics_path
         if config.scheme:
