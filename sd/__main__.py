@@ -31,7 +31,7 @@ from sd.config import Config, ConfigError, load_config  # noqa: E402
 from sd.feed import Feed  # noqa: E402
 from sd.http.app import create_app  # noqa: E402
 from sd.http.server import bind_socket, parse_listen, serve  # noqa: E402
-from sd.kinds.labels import IP_FAMILY_LABEL  # noqa: E402
+from sd.kinds.labels import CLUSTER_LABEL, IP_FAMILY_LABEL  # noqa: E402
 from sd.kinds.nodes import NODE_NAME  # noqa: E402
 from sd.kinds.pods import NAMESPACE, POD_NAME, POD_NODE_NAME  # noqa: E402
 from sd.kube.client import (  # noqa: E402
@@ -143,16 +143,19 @@ def _print_targets(args: argparse.Namespace) -> int:
         return _write(body.decode(errors="replace") + f"(kube-http-sd targets {url.rstrip('/')}/targets/<set> lists one)\n")
     if not isinstance(groups, list):
         return _fail(f"{url}: not a target list (a JSON list of groups)", 1)
+    # A set over several clusters: every row starts with its cluster.
+    clustered = any(CLUSTER_LABEL in group.get("labels", {}) for group in groups)
     rows = []
     for group in groups:
         labels = group.get("labels", {})
+        cluster = (labels.get(CLUSTER_LABEL, "-"),) if clustered else ()
         pod = "/".join(filter(None, (labels.get(NAMESPACE), labels.get(POD_NAME))))
         # A pod's node is its spec.nodeName; a node target's node is the node itself.
         node = labels.get(POD_NODE_NAME) or labels.get(NODE_NAME)
         name = pod or labels.get(NODE_NAME)
         for target in group.get("targets", []):
-            rows.append((target, labels.get(IP_FAMILY_LABEL, ""), name or "-", node or "-", labels.get(INSTANCE, "-")))
-    text = table(("TARGET", "FAMILY", "OBJECT", "NODE", "INSTANCE"), sorted(rows))
+            rows.append((*cluster, target, labels.get(IP_FAMILY_LABEL, ""), name or "-", node or "-", labels.get(INSTANCE, "-")))
+    text = table((*(("CLUSTER",) if clustered else ()), "TARGET", "FAMILY", "OBJECT", "NODE", "INSTANCE"), sorted(rows))
     return _write(f"{text}{len(rows)} targets\n")
 
 

@@ -57,6 +57,11 @@ def cluster_states(ts: Served) -> dict[str, ClusterState]:
     return {name: ClusterState(part.synced, part.waiting_for(), len(part)) for name, part in ts.parts.items()}
 
 
+def missing_clusters(ts: Served) -> list[str]:
+    """The clusters of a set over several clusters that have not synced (in name order)."""
+    return [name for name, state in cluster_states(ts).items() if not state.synced]
+
+
 def statuses(sets: Iterable[Served]) -> dict[str, SourceStatus]:
     """The sources the sets read, each once, by name in name order."""
     found = {s.name: s for ts in sets for s in ts.statuses}
