@@ -6,6 +6,8 @@ certificate, ``west`` with a ServiceAccount token bound by the RBAC a remote clu
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pytest
 
 from sdtest.controlplane import ControlPlane, wall_clock_second_after
 from sdtest.helpers import FAST, ROOT, Server, eventually, free_port, metric_sum
+from sdtest.promtest import Prometheus
 from tests.test_real_apiserver import node, pod, ready_status
 
 pytestmark = [pytest.mark.apiserver, pytest.mark.slow]
@@ -90,6 +93,43 @@ def relists(srv: Server, cluster: str) -> float:
 def reload(srv: Server, count: int) -> None:
     srv.proc.send_signal(signal.SIGHUP)
     eventually(lambda: srv.log().count("config reloaded") >= count, what=f"reload {count} applied")
+
+
+# The relabel rule docs/configure.md documents: the cluster's name as the `cluster` label.
+CLUSTER_RELABEL = {"source_labels": ["__meta_sd_cluster"], "target_label": "cluster"}
+
+
+def test_real_prometheus_labels_every_target_with_its_cluster_after_the_documented_rule(east, west, tmp_path):
+    for cp, prefix in ((east, "pe"), (west, "pw")):
+        cp.create(node(f"{prefix}-1", "203.0.113.10"))  # one IP, two clusters
+        cp.create(node(f"{prefix}-2", f"203.0.113.{11 if prefix == 'pe' else 12}"))
+    config = tmp_path / "sd.yaml"
+    write_config(config, {"east": east.kubeconfig, "west": west_kubeconfig(west)})
+    with Server("--config", str(config)) as srv:
+        srv.wait_healthy()
+        eventually(lambda: srv.get("/readyz").status_code == 200, 60, what="both clusters synced")
+        scrape = {
+            "job_name": "kubelet",
+            "http_sd_configs": [{"url": f"{srv.base}/targets/kubelet", "refresh_interval": "1s"}],
+            "relabel_configs": [
+                {"source_labels": ["__meta_kubernetes_node_name"], "regex": "p[ew]-.*", "action": "keep"},
+                CLUSTER_RELABEL,
+                {"target_label": "__address__", "replacement": "127.0.0.1:9"},  # never the documentation addresses
+            ],
+        }
+        prom_config = {"global": {"scrape_interval": "1m", "scrape_timeout": "1s"}, "scrape_configs": [scrape]}
+        with Prometheus(prom_config, tmp_path / "prometheus") as prom:
+            prom.wait_ready()
+            targets = prom.eventually(lambda: len(prom.active_targets("kubelet")) == 4 and prom.active_targets("kubelet"),
+                                      "four targets from two clusters")
+            seen = sorted((t["labels"]["cluster"], t["labels"]["instance"]) for t in targets)
+            assert seen == [("east", "pe-1"), ("east", "pe-2"), ("west", "pw-1"), ("west", "pw-2")]
+
+        # The targets command shows the cluster too.
+        table = subprocess.run([sys.executable, "-m", "sd", "targets", f"{srv.base}/targets/kubelet"],
+                               capture_output=True, text=True, timeout=60, check=True).stdout
+        assert table.splitlines()[0].split()[:2] == ["CLUSTER", "TARGET"]
+        assert any(line.split()[:2] == ["west", "203.0.113.10:10250"] for line in table.splitlines())
 
 
 def test_two_real_clusters_served_labelled_conflicts_within_each_reload_and_one_killed(east, west, tmp_path):
