@@ -188,3 +188,7 @@ class ClusterSets:
 
     def __len__(self) -> int:
         return sum(len(part) for part in self.parts.values())
+
+
+# A served set: one cluster's, or one over several clusters (a clusters: map).
+Served = TargetSet | ClusterSets

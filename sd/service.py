@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from sd.attach import NodeIndex
-from sd.clusters import Cluster, ClusterSets
+from sd.clusters import Cluster, ClusterSets, Served
 from sd.config import Config, ConfigError, IPFamilyPolicy, SetConfig
 from sd.feed import ALL_NODES, Feed, ListWatch, Reader
 from sd.kinds import KINDS
@@ -41,8 +41,6 @@ log = logging.getLogger("sd.service")
 
 # What drives a feed: ``driver(feed)`` is its informer's ``run``.
 Driver = Callable[[Feed], Callable[[], Awaitable[None]]]
-# A served set: one cluster's, or one over several clusters (a clusters: map).
-Served = TargetSet | ClusterSets
 
 
 def plan(config: Config, sets: dict[str, TargetSet], nodes: NodeIndex) -> dict[ListWatch, list[Reader]]:

@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from sd.clusters import ClusterSets
+from sd.clusters import ClusterSets, Served
 from sd.index import why_lost
 from sd.kinds.ips import IPFamily, ip_family
 from sd.kinds.kind import NO_ADDRESS, NO_ADDRESS_WHY
@@ -20,9 +20,6 @@ from sd.status import SourceStatus
 from sd.targets import TargetSet
 
 SYNCING, READY, STALE, PARTIAL = "syncing", "ready", "stale", "partial"
-
-# A served set: one cluster's, or one over several clusters.
-Served = TargetSet | ClusterSets
 
 
 def parts(ts: Served) -> list[tuple[str, TargetSet]]:

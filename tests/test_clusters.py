@@ -5,6 +5,9 @@ HTTP layer reads (bodies, shards, readiness) and people see (explain, /metrics).
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +21,7 @@ from sd.service import Service, load_snapshot
 from sd.shards import hashmod
 from sd.views import PARTIAL, READY, SYNCING, explain, set_state
 from sdtest.factories import make_node, make_pod
+from sdtest.helpers import ROOT
 
 
 def multi(*names: str, **set_settings: object) -> Config:
@@ -244,3 +248,29 @@ def test_a_kubeconfig_without_current_context_needs_a_context(tmp_path):
     with pytest.raises(ConfigError, match="has no current-context: name one with context"):
         parse_config({"clusters": {"east": {"kubeconfig": kc}}})
     assert parse_config({"clusters": {"east": {"kubeconfig": kc, "context": "b"}}}).clusters["east"].context == "b"
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
+    return subprocess.run([sys.executable, "-m", "sd", *args], capture_output=True, text=True, timeout=60,
+                          env={**environ, **(env or {})}, cwd=ROOT)
+
+
+def test_check_config_names_the_clusters_and_serve_refuses_what_cannot_reach_them(tmp_path):
+    kc = kubeconfig(tmp_path)
+    config = tmp_path / "sd.yaml"
+    config.write_text(f"clusters:\n  east: {{kubeconfig: {kc}, context: b}}\n  here: {{in_cluster: true}}\n")
+    done = run_cli("check-config", "--config", str(config))
+    assert done.returncode == 0 and f"cluster east: {kc} context b; cluster here: in-cluster" in done.stdout
+
+    done = run_cli("serve", "--config", str(config), "--kubeconfig", kc, "--listen", "127.0.0.1:0")
+    assert done.returncode == 2 and "--kubeconfig serves one cluster" in done.stderr
+
+    done = run_cli("serve", "--config", str(config), "--listen", "127.0.0.1:0")
+    assert done.returncode == 1 and "clusters.here: in_cluster: true, but KUBERNETES_SERVICE_HOST is not set" in done.stderr
+
+    broken = tmp_path / "broken"
+    broken.write_text("apiVersion: v1\nkind: Config\ncurrent-context: a\ncontexts: [{name: a, context: {cluster: x, user: x}}]\n")
+    config.write_text(f"clusters:\n  east: {{kubeconfig: {kc}}}\n  west: {{kubeconfig: {broken}}}\n")
+    done = run_cli("serve", "--config", str(config), "--listen", "127.0.0.1:0")
+    assert done.returncode == 1 and f"clusters.west: kubeconfig {broken}: cannot load:" in done.stderr

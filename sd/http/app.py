@@ -32,7 +32,8 @@ from sd.http.pages import explain_text, index_text, readyz_text
 from sd.http.responses import BodyResponse, error, etag_matches
 from sd.metrics import Metrics
 from sd.service import Driver, Service
-from sd.views import Served, explain
+from sd.clusters import Served
+from sd.views import explain
 
 log = logging.getLogger("sd.http")
 

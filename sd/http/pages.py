@@ -8,7 +8,8 @@ from typing import Iterable
 from sd._table import table
 from sd.kinds.ips import IPFamily
 from sd.status import SourceStatus
-from sd.views import READY, Served, missing_clusters, set_state, statuses, targets_by_family
+from sd.clusters import Served
+from sd.views import READY, missing_clusters, set_state, statuses, targets_by_family
 
 
 def index_text(sets: Iterable[Served], debug: bool) -> str:

@@ -18,7 +18,8 @@ from typing import Any, Iterable, Sequence
 from urllib.parse import quote
 
 from sd.kinds.ips import IPFamily
-from sd.views import Served, cluster_states, explain, set_state, stats as set_stats, statuses
+from sd.clusters import Served
+from sd.views import cluster_states, explain, set_state, stats as set_stats, statuses
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
