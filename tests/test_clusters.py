@@ -8,7 +8,9 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import generate_latest
@@ -24,9 +26,9 @@ from sdtest.factories import make_node, make_pod
 from sdtest.helpers import ROOT
 
 
-def multi(*names: str, **set_settings: object) -> Config:
-    base = default_config()
-    targets = {n: type(sc)(**{**{f: getattr(sc, f) for f in sc.__slots__}, **set_settings}) for n, sc in base.targets.items()}
+def multi(*names: str, **set_settings: Any) -> Config:
+    """The default sets (with ``set_settings``) over clusters ``names``."""
+    targets = {n: replace(sc, **set_settings) for n, sc in default_config().targets.items()}
     return Config(targets=targets, clusters={n: ClusterSettings(n, kubeconfig=f"/{n}.yaml") for n in names})
 
 
@@ -147,9 +149,7 @@ def test_a_set_waits_for_every_cluster_until_the_timeout_then_serves_what_it_has
 
 def test_a_set_may_serve_some_clusters_only():
     config = multi("east", "west")
-    config.targets["kubelet"] = type(config.targets["kubelet"])(
-        **{**{f: getattr(config.targets["kubelet"], f) for f in config.targets["kubelet"].__slots__}, "clusters": ("west",)}
-    )
+    config.targets["kubelet"] = replace(config.targets["kubelet"], clusters=("west",))
     service = Service(config, Metrics(clusters=True))
     feed_cluster(service, "east", EAST)
     feed_cluster(service, "west", WEST)
