@@ -3,7 +3,7 @@
     .venv/bin/python -m bench [--quick] [--only NAME[,NAME]] [--runs N] [--json FILE] [--profile DIR]
 
 (from the repository root). Scenarios: initial_sync, event_throughput, serving, freshness,
-memory, sharding, streaming_list, attach_metadata, large, real_apiserver, shards_cost, clusters. Every number comes from real processes: the server (`python -m sd serve`) and the
+memory, sharding, streaming_list, attach_metadata, large, real_apiserver, shards_cost, clusters, clusters_real. Every number comes from real processes: the server (`python -m sd serve`) and the
 baselines run as subprocesses against the loopback Kubernetes API double (sdtest/kubeapi.py,
 running in this process). Each scenario reports the median of --runs runs (per-run ratios to a
 baseline measured in the same run, then their median). Nothing is asserted: the table says
@@ -41,6 +41,7 @@ SCENARIOS: dict[str, Callable[[Context], None]] = {
     "real_apiserver": real_apiserver.run,
     "shards_cost": shards_cost.run,
     "clusters": clusters.run,
+    "clusters_real": clusters.run_real,
 }
 
 

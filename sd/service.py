@@ -105,12 +105,6 @@ class Service:
         self._build(config)
         self.renderer = Renderer(self.sets, metrics.rendered)
 
-    @property
-    def prober(self) -> Prober | None:
-        """The single cluster's prober (without a clusters: map)."""
-        cluster = self.clusters.get("")
-        return cluster.prober if cluster is not None else None
-
     # -- building -------------------------------------------------------------------
 
     def _build(self, config: Config) -> None:
@@ -127,7 +121,7 @@ class Service:
                 sets[name] = old if isinstance(old, ClusterSets) and old.config == sc else ClusterSets(sc)
             else:
                 kept = isinstance(old, TargetSet) and old.config == sc and self.clusters.get("") is clusters[""]
-                sets[name] = old if kept else TargetSet(sc, self._prober(clusters[""], sc))  # type: ignore[assignment]
+                sets[name] = old if kept else TargetSet(sc, self._prober(clusters[""], sc))
         for ts in self.sets.values():
             if ts not in sets.values():
                 ts.detach()
@@ -149,6 +143,8 @@ class Service:
         for key, readers in wanted.items():
             feed = self.feeds.get(key)
             if feed is None or self.clusters.get(key[0]) is not clusters[key[0]]:
+                # New, or of a cluster now reached another way: a feed and a list of its own
+                # (the running one, if any, is stopped).
                 self.feeds[key] = Feed(key[1], readers, self.metrics, annotations[key], key[0] or None)
                 self._relist.add(key)
             elif not feed.read_by(readers, annotations[key]):

@@ -1,7 +1,9 @@
 """clusters: one server over k clusters of N nodes and N pods each, against one server over one
 cluster of the same total size (k*N nodes, k*N pods): sync time, peak RSS, and a Ready flip's
-path to the served body (bench/README.md). Each cluster is an API double of its own (in this
-process); the clusters reuse one another's node names and IPs, as unrelated clusters do."""
+path to the served body (bench/README.md). In ``clusters`` each cluster is an API double of its
+own (in this process); in ``clusters_real`` a real kube-apiserver and etcd (sdtest.controlplane),
+as many as fit beside each other. The clusters reuse one another's node names and IPs, as
+unrelated clusters do."""
 
 from __future__ import annotations
 
@@ -9,61 +11,119 @@ import gc
 import time
 
 from bench import workload as W
+from typing import Callable
+
 from bench.double import BenchKubeAPI
 from bench.harness import CONFIG_YAML, MB, PY, Client, Context, free_port, log, scrape, wait_synced
+from sdtest.controlplane import ControlPlane
 
 RENDER_SUM = 'kube_http_sd_render_duration_seconds_sum{set="kubelet"}'
 RENDER_COUNT = 'kube_http_sd_render_duration_seconds_count{set="kubelet"}'
 
 
 def run(ctx: Context) -> None:
-    sz, runs, sc = ctx.sizes, ctx.runs, "clusters"
-    n = sz.cluster_objects
-    for k in sz.cluster_counts:
+    sz = ctx.sizes
+    _scenario(ctx, "clusters", sz.cluster_counts, sz.cluster_objects, _doubles)
+
+
+def run_real(ctx: Context) -> None:
+    sz = ctx.sizes
+    _scenario(ctx, "clusters_real", sz.real_cluster_counts, sz.cluster_objects, _control_planes)
+
+
+# Starts clusters of the given sizes; returns, for each, its kubeconfig and how to flip node 7's
+# Ready, and what stops them all.
+Start = Callable[[Context, list[int]], tuple[list[tuple[str, Callable[[int], None]]], Callable[[], None]]]
+
+
+def _scenario(ctx: Context, sc: str, counts: tuple[int, ...], n: int, start: Start) -> None:
+    for k in counts:
         label = f"{k} x {n:,}"
-        m_sync = ctx.metric(sc, f"{label}: sync time", "s", "-", note=f"spawn -> first 200 on both sets; baseline: "
-                            f"one cluster of {k * n:,} nodes + {k * n:,} pods" if k == sz.cluster_counts[0] else "")
+        first = k == counts[0]
+        m_sync = ctx.metric(sc, f"{label}: sync time", "s", "-", note="spawn -> first 200 on both sets; baseline: "
+                            "one cluster of the same total size (k x N nodes, k x N pods)" if first else "")
         m_rss = ctx.metric(sc, f"{label}: peak RSS after sync (VmHWM)", "MB", "-")
         m_flip = ctx.metric(sc, f"{label}: Ready flip -> served", "ms", "-",
-                            note="modify() in one cluster -> /targets/kubelet's ETag changed (median of 10)"
-                            if k == sz.cluster_counts[0] else "")
+                            note="node Ready flipped in one cluster -> /targets/kubelet's ETag changed (median of 10)"
+                            if first else "")
         m_render = ctx.metric(sc, f"{label}: render after one flip", "ms", "-",
-                              note="kube_http_sd_render_duration_seconds of the renders that flip caused"
-                              if k == sz.cluster_counts[0] else "")
-        log(f"{sc}: loading {k} doubles of {n} nodes + {n} pods, and one of {k * n} + {k * n}")
-        apis = [_double(n) for _ in range(k)]
-        single = _double(k * n)
+                              note="kube_http_sd_render_duration_seconds of the renders that flip caused" if first else "")
+        log(f"{sc}: {k} clusters of {n} nodes + {n} pods")
+        clusters, stop = start(ctx, [n] * k)
         try:
-            for run in range(runs):
-                ours = _measure(ctx, apis, f"{sc}-{k}-run{run}")
-                base = _measure(ctx, [single], f"{sc}-{k}-single-run{run}")
-                m_sync.add(ours[0], base[0])
-                m_rss.add(ours[1], base[1])
-                m_flip.add(ours[2], base[2])
-                m_render.add(ours[3], base[3])
-                log(f"{sc} {label} run {run + 1}/{runs}: sync {ours[0]:.2f}s vs {base[0]:.2f}s, "
-                    f"VmHWM {ours[1]:.0f} vs {base[1]:.0f} MB, flip {ours[2]:.1f} vs {base[2]:.1f} ms, "
-                    f"render {ours[3]:.2f} vs {base[3]:.2f} ms")
+            ours = [_measure(ctx, clusters, f"{sc}-{k}-run{run}") for run in range(ctx.runs)]
         finally:
-            for api in [*apis, single]:
-                api.stop()
-            gc.collect()
+            stop()
+        log(f"{sc}: one cluster of {k * n} nodes + {k * n} pods")
+        single, stop = start(ctx, [k * n])
+        try:
+            base = [_measure(ctx, single, f"{sc}-{k}-single-run{run}") for run in range(ctx.runs)]
+        finally:
+            stop()
+        for run, (o, b) in enumerate(zip(ours, base)):
+            m_sync.add(o[0], b[0])
+            m_rss.add(o[1], b[1])
+            m_flip.add(o[2], b[2])
+            m_render.add(o[3], b[3])
+            log(f"{sc} {label} run {run + 1}/{ctx.runs}: sync {o[0]:.2f}s vs {b[0]:.2f}s, VmHWM {o[1]:.0f} vs {b[1]:.0f} MB, "
+                f"flip {o[2]:.1f} vs {b[2]:.1f} ms, render {o[3]:.2f} vs {b[3]:.2f} ms")
 
 
-def _double(n: int) -> BenchKubeAPI:
-    api = BenchKubeAPI(history_limit=10_000).start()
-    api.add_many(W.nodes(n))
-    api.add_many(W.pods(n))
-    return api
+def _doubles(ctx: Context, sizes: list[int]) -> tuple[list[tuple[str, Callable[[int], None]]], Callable[[], None]]:
+    apis = []
+    for n in sizes:
+        api = BenchKubeAPI(history_limit=10_000).start()
+        apis.append(api)
+        api.add_many(W.nodes(n))
+        api.add_many(W.pods(n))
+
+    def flipper(api: BenchKubeAPI) -> Callable[[int], None]:
+        return lambda i: api.modify(W.with_heartbeat(W.node(7), 10_000 + i, ready="False" if i % 2 == 0 else "True"))
+
+    def stop() -> None:
+        for api in apis:
+            api.stop()
+        gc.collect()
+
+    return [(str(api.write_kubeconfig(ctx.tmp / f"kubeconfig-{api.port}")), flipper(api)) for api in apis], stop
 
 
-def _measure(ctx: Context, apis: list[BenchKubeAPI], name: str) -> tuple[float, float, float, float]:
-    """(sync seconds, VmHWM MB, flip -> served ms, render ms) of a server over ``apis``: one
-    is served as today (--kubeconfig), several through a clusters: map."""
+def _control_planes(ctx: Context, sizes: list[int]) -> tuple[list[tuple[str, Callable[[int], None]]], Callable[[], None]]:
+    cps: list[ControlPlane] = []
+
+    def stop() -> None:
+        for cp in cps:
+            cp.stop()
+
+    try:
+        for i, n in enumerate(sizes):
+            cp = ControlPlane(ctx.tmp / f"controlplane-{len(sizes)}-{n}-{i}")
+            cps.append(cp)
+            cp.start()
+            cp.ensure_namespace("logging")
+            t0 = time.monotonic()
+            cp.load(W.nodes(n) + W.pods(n))
+            log(f"created {n} nodes + {n} pods through API server {i + 1}/{len(sizes)} in {time.monotonic() - t0:.0f}s (not counted)")
+    except BaseException:
+        stop()
+        raise
+
+    def flipper(cp: ControlPlane) -> Callable[[int], None]:
+        def flip(i: int) -> None:
+            status = W.with_heartbeat(W.node(7), 10_000 + i, ready="False" if i % 2 == 0 else "True")["status"]
+            cp.set_status("Node", W.node_name(7), status)
+        return flip
+
+    return [(str(cp.kubeconfig), flipper(cp)) for cp in cps], stop
+
+
+def _measure(ctx: Context, clusters: list[tuple[str, Callable[[int], None]]], name: str) -> tuple[float, float, float, float]:
+    """(sync seconds, VmHWM MB, flip -> served ms, render ms) of a server over ``clusters``
+    (kubeconfig, flip): one is served as today (--kubeconfig), several through a clusters: map."""
     config = ctx.tmp / f"sd-{name}.yaml"
-    kubeconfigs = [api.write_kubeconfig(ctx.tmp / f"kubeconfig-{api.port}") for api in apis]
+    kubeconfigs = [kc for kc, _ in clusters]
     args = ["--config", str(config)]
-    if len(apis) == 1:
+    if len(clusters) == 1:
         config.write_text(CONFIG_YAML)
         args += ["--kubeconfig", str(kubeconfigs[0])]
     else:
@@ -76,15 +136,14 @@ def _measure(ctx: Context, apis: list[BenchKubeAPI], name: str) -> tuple[float, 
         hwm = proc.mem()["VmHWM"] / MB
         flips, renders = [], []
         client = Client(port, timeout=30)
-        base = W.node(7)
+        flip = clusters[-1][1]
         try:
             for i in range(10):
-                ready = "False" if i % 2 == 0 else "True"
                 _, resp, _ = client.get("/targets/kubelet")
                 etag = resp.headers["ETag"]
                 before = scrape(client)
                 sent = time.monotonic()
-                apis[-1].modify(W.with_heartbeat(base, 10_000 + i, ready=ready))
+                flip(i)
                 while client.get("/targets/kubelet", {"If-None-Match": etag})[0] == 304:
                     proc.alive()
                     if time.monotonic() - sent > 30:
