@@ -87,7 +87,7 @@ class Sizes:
     churn_seconds: float = 300    # ... and how long the churn phase lasts
     cluster_counts: tuple[int, ...] = (2, 4, 8)  # clusters served by one server (`clusters`)
     cluster_objects: int = 2500   # ... each with this many nodes and this many pods
-    real_cluster_counts: tuple[int, ...] = (2, 4)  # ... as real API servers (`clusters_real`)
+    real_cluster_counts: tuple[int, ...] = (2, 4, 8)  # ... as real API servers (`clusters_real`)
 
     @classmethod
     def quick(cls) -> "Sizes":

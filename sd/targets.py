@@ -63,7 +63,6 @@ class TargetSet:
     def __init__(self, config: SetConfig, prober: Prober | None = None, cluster: str | None = None) -> None:
         self.config = config
         self.name = config.name
-        self.cluster = cluster
         self.kind = kind = KINDS[config.source]
         self._types = types = config.address_types or kind.address_types
         family = config.ip_family
