@@ -132,19 +132,17 @@ class TargetSet:
         self._apply(self.index.upsert(record))
 
     def delete(self, key: str) -> None:
-        self._left.pop(key, None)
         if self.prober is not None:
             self.prober.forget(key)
         if self.attached is not None:
             self.attached.place(key, None)
         self._apply(self.index.delete(key))
+        # After _apply, which keeps the groups leaving: nothing re-queues a deleted object
+        # when its attached labels change, so one coming back must be built again.
+        self._left.pop(key, None)
 
     def replace(self, records: list[Record], keys: set[str] | None = None) -> None:
-        gone: set[str] = set()
-        if self.prober is not None or self.attached is not None or self._left:  # only they track removals here
-            gone = set(self.index.records if keys is None else keys) - {r.key for r in records}
-        for key in gone:
-            self._left.pop(key, None)
+        gone = set(self.index.records if keys is None else keys) - {r.key for r in records}
         if self.prober is not None:
             for record in records:
                 self._probe(record)
@@ -156,6 +154,8 @@ class TargetSet:
             for key in gone:
                 self.attached.place(key, None)
         self._apply(self.index.replace(records, keys))
+        for key in gone:  # after _apply, as in delete
+            self._left.pop(key, None)
 
     # -- attached node metadata -----------------------------------------------------------
 

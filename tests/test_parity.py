@@ -229,6 +229,20 @@ def test_a_pod_before_its_node_gets_node_labels_when_the_node_appears_and_loses_
     assert "__meta_kubernetes_node_name" not in served(ts)["192.0.2.1:24231"]
 
 
+def test_a_pod_deleted_then_added_again_after_its_node_appeared_gets_the_node_labels():
+    # The example hypothesis found: the group kept from the deleted pod must not be reused.
+    directory = NodeIndex()
+    ts = attached_set(directory)
+    raw = make_pod("p0", ["192.0.2.1"], node="n1")
+    ts.upsert(pods.KIND.parse(raw))
+    ts.render()
+    ts.delete("logging/p0")
+    ts.render()
+    directory.upsert(nodes.KIND.parse(make_node("n1", ["192.0.2.100"], labels={"zone": "z0"})))
+    ts.upsert(pods.KIND.parse(raw))
+    assert served(ts)["192.0.2.1:24231"]["__meta_kubernetes_node_label_zone"] == "z0"
+
+
 node_events = st.lists(
     st.tuples(
         st.sampled_from(["node", "pod"]),

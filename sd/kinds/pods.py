@@ -165,15 +165,20 @@ class Pods(Kind[PodRecord]):
 
 
 def _pod_ips(status: Mapping[str, Any], where: str, report: Report) -> tuple[str, ...]:
+    """status.podIPs, else status.podIP. Empty or absent is a pod without an IP (starting
+    again, evicted: Prometheus' TestPodDiscoveryUpdateEmptyPodIP), not a malformed value:
+    its targets go."""
     ips: list[str] = []
     pod_ips = get_list(status, "podIPs", where, report, "status.podIPs")
     if pod_ips:
         for i, item in enumerate(pod_ips):
             value = item.get("ip") if isinstance(item, dict) else item
+            if value == "":
+                continue
             ip = normalize_ip(value, f"{where}: status.podIPs[{i}].ip", report)
             if ip is not None and ip not in ips:
                 ips.append(ip)
-    elif status.get("podIP") is not None:
+    elif status.get("podIP") not in (None, ""):
         ip = normalize_ip(status.get("podIP"), f"{where}: status.podIP", report)
         if ip is not None:
             ips.append(ip)
