@@ -19,6 +19,7 @@ from sd.kinds import nodes, pods
 from sd.attach import NodeIndex
 from sd.kinds.labels import Allowlist
 from sd.targets import TargetSet
+from sd.views import explain
 
 POD_IP, HOST_IP = "192.0.2.4", "192.0.2.5"
 FLUENTD = default_config().targets["fluentd"]
@@ -107,6 +108,22 @@ def test_multi_port_pod_labels_equal_kubernetes_sd_for_each_named_port():
         labels = served(ts)[address]
         assert labels.pop("__meta_sd_ip_family") == "ipv4"
         assert labels == {**MULTI_PORT_GROUP, **target}
+
+
+def test_a_pod_whose_update_empties_its_pod_ip_loses_its_targets():
+    # TestPodDiscoveryUpdateEmptyPodIP: makePods, then the same pod with Status.PodIP "":
+    # Prometheus sends the pod's group with no targets. Our update path (previous record
+    # given, as the feed does) must not keep the old IP as "the last good value".
+    ts = pod_set("testport")
+    raw = make_pod("testpod", [POD_IP], namespace="default", port_name="testport", port=9000)
+    first = pods.KIND.parse(raw)
+    ts.upsert(first)
+    assert set(served(ts)) == {f"{POD_IP}:9000"}
+    del raw["status"]["podIPs"]
+    raw["status"]["podIP"] = ""
+    ts.upsert(pods.KIND.parse(raw, previous=first))
+    assert served(ts) == {}
+    assert [e["object"] for e in explain(ts)["excluded"]] == ["default/testpod"]
 
 
 def test_a_named_port_on_an_init_container_is_served_as_init():
