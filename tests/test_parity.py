@@ -1,7 +1,9 @@
 """Label parity with Prometheus' kubernetes_sd pod role, transcribed from Prometheus'
 discovery/kubernetes/pod_test.go (makeMultiPortPods, makePods, makeInitContainerPods,
-TestPodDiscoveryWithNodeMetadata[UpdateNode]), with our documented differences applied:
-one target per pod IP on the set's named port, the Ready filter, and `__meta_sd_ip_family`.
+TestPodDiscoveryBeforeRun, ...InitContainer, ...UpdateEmptyPodIP, ...WithNodeMetadata[UpdateNode]),
+with our documented differences applied: one target per pod IP on the set's named port (or,
+with `ports: all`, kubernetes_sd's target per container port), the Ready filter, and
+`__meta_sd_ip_family`.
 The Go tests' public addresses (1.2.3.4, 2.3.4.5) are replaced by documentation ones."""
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sdtest.factories import make_node, make_pod
 
-from sd.config import AttachMetadata, default_config
+from sd.config import AttachMetadata, PortsPolicy, default_config
 from sd.kinds import nodes, pods
 from sd.attach import NodeIndex
 from sd.kinds.labels import Allowlist
@@ -124,6 +126,131 @@ def test_a_pod_whose_update_empties_its_pod_ip_loses_its_targets():
     ts.upsert(pods.KIND.parse(raw, previous=first))
     assert served(ts) == {}
     assert [e["object"] for e in explain(ts)["excluded"]] == ["default/testpod"]
+
+
+# -- ports: all: kubernetes_sd's pod role, target by target ----------------------------
+
+
+def every_port_set(**changes) -> TargetSet:
+    changes = {"ip_family": "primary", **changes}
+    return TargetSet(dataclasses.replace(FLUENTD, label_selector="", port_name=None, port=0, ports=PortsPolicy.ALL, **changes))
+
+
+def targets_served(ts: TargetSet) -> list[dict[str, str]]:
+    """Every target as kubernetes_sd's test writes one: __address__ plus the group's labels."""
+    ts.render()
+    return [{"__address__": t, **g["labels"]} for g in orjson.loads(ts.body) for t in g["targets"]]
+
+
+def by_address(targets: list[dict[str, str]]) -> list[dict[str, str]]:
+    return sorted(targets, key=lambda t: (t["__address__"], t["__meta_kubernetes_pod_container_name"]))
+
+
+def test_every_container_port_is_a_target_as_in_pod_discovery_before_run():
+    # TestPodDiscoveryBeforeRun, its three targets: one per container port, and one at the bare
+    # pod IP for the container without ports.
+    ts = every_port_set(annotations=("test/annotation",))
+    ts.upsert(pods.KIND.parse(multi_port_pod(), annotations=ts.annotations))
+    group = {**MULTI_PORT_GROUP, "__meta_sd_ip_family": "ipv4"}
+    assert by_address(targets_served(ts)) == by_address([
+        {**group,
+         "__address__": f"{POD_IP}:9000",
+         "__meta_kubernetes_pod_container_name": "testcontainer0",
+         "__meta_kubernetes_pod_container_image": "testcontainer0:latest",
+         "__meta_kubernetes_pod_container_port_name": "testport0",
+         "__meta_kubernetes_pod_container_port_number": "9000",
+         "__meta_kubernetes_pod_container_port_protocol": "TCP",
+         "__meta_kubernetes_pod_container_init": "false",
+         "__meta_kubernetes_pod_container_id": "docker://a1b2c3d4e5f6"},
+        {**group,
+         "__address__": f"{POD_IP}:9001",
+         "__meta_kubernetes_pod_container_name": "testcontainer0",
+         "__meta_kubernetes_pod_container_image": "testcontainer0:latest",
+         "__meta_kubernetes_pod_container_port_name": "testport1",
+         "__meta_kubernetes_pod_container_port_number": "9001",
+         "__meta_kubernetes_pod_container_port_protocol": "UDP",
+         "__meta_kubernetes_pod_container_init": "false",
+         "__meta_kubernetes_pod_container_id": "docker://a1b2c3d4e5f6"},
+        {**group,
+         "__address__": POD_IP,
+         "__meta_kubernetes_pod_container_name": "testcontainer1",
+         "__meta_kubernetes_pod_container_image": "testcontainer1:latest",
+         "__meta_kubernetes_pod_container_init": "false",
+         "__meta_kubernetes_pod_container_id": "containerd://6f5e4d3c2b1a"},
+    ])
+
+
+def init_container_pod() -> dict:
+    return {  # makeInitContainerPods
+        "metadata": {"name": "testpod", "namespace": "default", "uid": "abc123"},
+        "spec": {
+            "nodeName": "testnode",
+            "containers": [{"name": "testcontainer", "image": "testcontainer:latest",
+                            "ports": [{"name": "testport", "protocol": "TCP", "containerPort": 9000}]}],
+            "initContainers": [{"name": "initcontainer", "image": "initcontainer:latest"}],
+        },
+        "status": {
+            "podIP": POD_IP, "hostIP": HOST_IP, "phase": "Pending",
+            "conditions": [{"type": "Ready", "status": "False"}],
+            "containerStatuses": [{"name": "testcontainer", "containerID": "docker://a1b2c3d4e5f6"}],
+            "initContainerStatuses": [{"name": "initcontainer", "containerID": "containerd://6f5e4d3c2b1a"}],
+        },
+    }
+
+
+def test_an_init_container_without_ports_is_a_target_at_the_pod_ip_as_in_pod_discovery_init_container():
+    # TestPodDiscoveryInitContainer: expectedPodTargetGroups plus the init container's target;
+    # Pending and not ready, so require_ready: false.
+    ts = every_port_set(require_ready=False)
+    ts.upsert(pods.KIND.parse(init_container_pod()))
+    group = {
+        "__meta_kubernetes_pod_name": "testpod", "__meta_kubernetes_namespace": "default",
+        "__meta_kubernetes_pod_node_name": "testnode", "__meta_kubernetes_pod_ip": POD_IP,
+        "__meta_kubernetes_pod_host_ip": HOST_IP, "__meta_kubernetes_pod_ready": "false",
+        "__meta_kubernetes_pod_phase": "Pending", "__meta_kubernetes_pod_uid": "abc123",
+        "__meta_sd_ip_family": "ipv4",
+    }
+    assert by_address(targets_served(ts)) == by_address([
+        {**group,
+         "__address__": f"{POD_IP}:9000",
+         "__meta_kubernetes_pod_container_name": "testcontainer",
+         "__meta_kubernetes_pod_container_image": "testcontainer:latest",
+         "__meta_kubernetes_pod_container_port_name": "testport",
+         "__meta_kubernetes_pod_container_port_number": "9000",
+         "__meta_kubernetes_pod_container_port_protocol": "TCP",
+         "__meta_kubernetes_pod_container_init": "false",
+         "__meta_kubernetes_pod_container_id": "docker://a1b2c3d4e5f6"},
+        {**group,
+         "__address__": POD_IP,
+         "__meta_kubernetes_pod_container_name": "initcontainer",
+         "__meta_kubernetes_pod_container_image": "initcontainer:latest",
+         "__meta_kubernetes_pod_container_init": "true",
+         "__meta_kubernetes_pod_container_id": "containerd://6f5e4d3c2b1a"},
+    ])
+
+
+def test_every_port_on_every_pod_ip_ipv6_bracketed_even_without_a_port():
+    ts = every_port_set(ip_family="both")
+    raw = multi_port_pod()
+    raw["status"]["podIPs"] = [{"ip": POD_IP}, {"ip": "2001:db8::4"}]
+    ts.upsert(pods.KIND.parse(raw))
+    got = {t["__address__"]: (t["__meta_kubernetes_pod_ip"], t["__meta_sd_ip_family"]) for t in targets_served(ts)}
+    assert got == {
+        f"{POD_IP}:9000": (POD_IP, "ipv4"), f"{POD_IP}:9001": (POD_IP, "ipv4"), POD_IP: (POD_IP, "ipv4"),
+        "[2001:db8::4]:9000": ("2001:db8::4", "ipv6"), "[2001:db8::4]:9001": ("2001:db8::4", "ipv6"),
+        "[2001:db8::4]": ("2001:db8::4", "ipv6"),
+    }
+
+
+def test_a_pod_whose_update_empties_its_pod_ip_loses_every_port_target():
+    ts = every_port_set()
+    raw = multi_port_pod()
+    first = pods.KIND.parse(raw)
+    ts.upsert(first)
+    assert len(targets_served(ts)) == 3
+    raw["status"]["podIP"] = ""
+    ts.upsert(pods.KIND.parse(raw, previous=first))
+    assert targets_served(ts) == [] and len(ts) == 0
 
 
 def test_a_named_port_on_an_init_container_is_served_as_init():

@@ -86,6 +86,8 @@ class Kind(Generic[R]):
     probes: ClassVar[bool] = False
     # Objects run on a node (node_of), so attach_metadata: {node: true} is offered.
     runs_on_nodes: ClassVar[bool] = False
+    # Objects declare ports of their own (all_ports), so `ports: all` is offered.
+    declares_ports: ClassVar[bool] = False
     # Human text per exclusion reason this kind produces.
     why_excluded: ClassVar[Mapping[str, Callable[[Any], str]]]
     # The parts of an object ``parse`` reads (``sd.kinds.watched``): watch lines are decoded
@@ -153,8 +155,14 @@ class Kind(Generic[R]):
         """The node the object runs on, for ``attach_metadata: {node: true}``; None: not offered."""
         return None
 
+    def all_ports(self, record: R) -> tuple[tuple[str, Port], ...]:
+        """Every port the object declares, (name or "", port), for `ports: all`; a port
+        numbered 0 is a target at the bare IP (kubernetes_sd's container without ports)."""
+        return record.ports
+
     def target_labels(self, record: R, ip: str, port: Port | None, port_name: str | None) -> dict[str, str]:
-        """Labels that depend on the target: the IP, and the named port when it was found."""
+        """Labels that depend on the target: the IP, and the port when it was found (by
+        name, or one of ``all_ports``) with its name ("" when it has none)."""
         return {}
 
     def instance(self, record: R) -> str | None:
