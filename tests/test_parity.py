@@ -12,6 +12,7 @@ import copy
 import dataclasses
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sdtest.factories import make_node, make_pod
@@ -251,6 +252,20 @@ def test_a_pod_whose_update_empties_its_pod_ip_loses_every_port_target():
     raw["status"]["podIP"] = ""
     ts.upsert(pods.KIND.parse(raw, previous=first))
     assert targets_served(ts) == [] and len(ts) == 0
+
+
+@pytest.mark.parametrize("ref, expected", [
+    ({"kind": "ReplicaSet", "name": "web-5d9c", "controller": True},
+     {"__meta_kubernetes_pod_controller_kind": "ReplicaSet", "__meta_kubernetes_pod_controller_name": "web-5d9c"}),
+    ({"kind": "", "name": "web-5d9c", "controller": True}, {"__meta_kubernetes_pod_controller_name": "web-5d9c"}),
+    ({"kind": "ReplicaSet", "name": "", "controller": True}, {"__meta_kubernetes_pod_controller_kind": "ReplicaSet"}),
+    ({"kind": "ReplicaSet", "name": "web-5d9c"}, {}),  # an owner, not the controller
+])
+def test_controller_labels_are_each_present_when_not_empty_as_pod_go_writes_them(ref, expected):
+    raw = make_pod("p", [POD_IP])
+    raw["metadata"]["ownerReferences"] = [ref]
+    labels = pods.KIND.labels(pods.KIND.parse(raw))
+    assert {k: v for k, v in labels.items() if "controller" in k} == expected
 
 
 def test_a_named_port_on_an_init_container_is_served_as_init():

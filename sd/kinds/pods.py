@@ -154,8 +154,9 @@ class Pods(Kind[PodRecord]):
             POD_NODE_NAME: record.node_name,
             POD_HOST_IP: record.host_ip,
         }
-        if record.controller_kind:
+        if record.controller_kind:  # each only when not empty, as pod.go writes them
             labels[POD_CONTROLLER_KIND] = record.controller_kind
+        if record.controller_name:
             labels[POD_CONTROLLER_NAME] = record.controller_name
         POD_OBJECT.add(labels, record.labels, listed(record.annotations, annotations))
         return labels
