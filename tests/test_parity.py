@@ -1,7 +1,8 @@
 """Label parity with Prometheus' kubernetes_sd pod role, transcribed from Prometheus'
 discovery/kubernetes/pod_test.go (makeMultiPortPods, makePods, makeInitContainerPods,
 TestPodDiscoveryBeforeRun, ...InitContainer, ...UpdateEmptyPodIP, ...WithNodeMetadata[UpdateNode]),
-with our documented differences applied: one target per pod IP on the set's named port (or,
+and from node_test.go (TestNodeDiscoveryBeforeStart, ...Conditions), with our documented
+differences applied: one target per pod IP on the set's named port (or,
 with `ports: all`, kubernetes_sd's target per container port), the Ready filter, and
 `__meta_sd_ip_family`.
 The Go tests' public addresses (1.2.3.4, 2.3.4.5) are replaced by documentation ones."""
@@ -500,3 +501,63 @@ def test_a_set_attached_after_it_was_filled_indexes_its_pods_by_node():
     assert served(ts)["192.0.2.1:24231"]["__meta_kubernetes_node_label_zone"] == "z1"
     directory.upsert(nodes.KIND.parse(make_node("n1", ["192.0.2.100"], labels={"zone": "z2"})))
     assert served(ts)["192.0.2.1:24231"]["__meta_kubernetes_node_label_zone"] == "z2"
+
+
+# -- the node role: node_test.go ------------------------------------------------------
+
+KUBELET = default_config().targets["kubelet"]
+NODE_IP = "192.0.2.6"
+
+
+def go_node(conditions: list[dict] | None, labels: dict | None = None, annotations: dict | None = None) -> dict:
+    """node_test.go's makeNode: one InternalIP, kubelet port 10250, the given conditions."""
+    return {
+        "metadata": {"name": "test", "labels": labels or {}, "annotations": annotations or {}},
+        "spec": {"providerID": "aws:///test-zone/i-test"},
+        "status": {"addresses": [{"type": "InternalIP", "address": NODE_IP}],
+                   "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}}, "conditions": conditions},
+    }
+
+
+def node_targets(raw: dict, **changes) -> list[dict[str, str]]:
+    ts = TargetSet(dataclasses.replace(KUBELET, **changes))
+    ts.upsert(nodes.KIND.parse(raw, annotations=ts.annotations))
+    ts.render()
+    return [{"__address__": t, **g["labels"]} for g in orjson.loads(ts.body) for t in g["targets"]]
+
+
+NODE_TARGET = {"__address__": f"{NODE_IP}:10250", "instance": "test",
+               "__meta_kubernetes_node_address_InternalIP": NODE_IP, "__meta_sd_ip_family": "ipv4"}
+
+
+def test_node_labels_as_in_node_discovery_before_start():
+    # TestNodeDiscoveryBeforeStart: no conditions, so not Ready: require_ready: false serves it.
+    raw = go_node(None, {"test-label": "testvalue"}, {"test-annotation": "testannotationvalue"})
+    raw["spec"]["providerID"] = "aws:///nl-north-7b/i-03149834983492827"
+    assert node_targets(raw, require_ready=False, annotations=("test-annotation",)) == [{
+        **NODE_TARGET,
+        "__meta_kubernetes_node_name": "test",
+        "__meta_kubernetes_node_provider_id": "aws:///nl-north-7b/i-03149834983492827",
+        "__meta_kubernetes_node_label_test_label": "testvalue",
+        "__meta_kubernetes_node_labelpresent_test_label": "true",
+        "__meta_kubernetes_node_annotation_test_annotation": "testannotationvalue",
+        "__meta_kubernetes_node_annotationpresent_test_annotation": "true",
+    }]
+
+
+@pytest.mark.parametrize("conditions, expected", [  # TestNodeDiscoveryConditions, case by case
+    ([{"type": "Ready", "status": "True"}], {"__meta_kubernetes_node_condition_ready": "true"}),
+    ([{"type": "Ready", "status": "False"}], {"__meta_kubernetes_node_condition_ready": "false"}),
+    ([{"type": "Ready", "status": "Unknown"}], {"__meta_kubernetes_node_condition_ready": "unknown"}),
+    (None, {}),
+    ([{"type": "MemoryPressure", "status": "False"}, {"type": "Ready", "status": "True"}, {"type": "DiskPressure", "status": "False"}],
+     {"__meta_kubernetes_node_condition_memorypressure": "false", "__meta_kubernetes_node_condition_ready": "true",
+      "__meta_kubernetes_node_condition_diskpressure": "false"}),
+], ids=["ready true", "ready false", "ready unknown", "no conditions", "multiple conditions"])
+def test_node_condition_labels_as_in_node_discovery_conditions(conditions, expected):
+    assert node_targets(go_node(conditions), require_ready=False) == [{
+        **NODE_TARGET,
+        "__meta_kubernetes_node_name": "test",
+        "__meta_kubernetes_node_provider_id": "aws:///test-zone/i-test",
+        **expected,
+    }]
