@@ -139,7 +139,9 @@ class GzipBody:
             before = chunk
         self._segments = kept
         data += [FINAL, struct.pack("<II", crc, plain.length & 0xFFFFFFFF)]
-        gz = Body(tuple(data), sum(map(len, data)), gzip_etag(plain.etag))
+        # Joined once here (~1/50 of the plain body): sent as a few large writes, not one per
+        # segment (a few KB each, hundreds of them at 20,000 nodes).
+        gz = Body.of(b"".join(data), gzip_etag(plain.etag))
         self._made = (plain, gz)
         return gz
 
