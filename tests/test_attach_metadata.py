@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sdtest.factories import make_pod
+from sdtest.factories import make_namespace, make_pod
 
 from sd.attach import Directory
 from sd.config import AttachMetadata, KindName, SetConfig, parse_config
@@ -73,10 +73,6 @@ def make_pods(namespace: str, owner: tuple[str, str] | None = None, uid: str = "
                    "conditions": [{"type": "Ready", "status": "True"}],
                    "containerStatuses": [{"name": "testcontainer", "containerID": "docker://a1b2c3d4e5f6"}]},
     }
-
-
-def make_namespace(name: str, labels: dict[str, str], annotations: dict[str, str]) -> dict:
-    return {"kind": "Namespace", "metadata": {"name": name, "uid": f"uid-{name}", "labels": labels, "annotations": annotations}}
 
 
 def make_owned(kind: str, name: str, namespace: str, owner: tuple[str, str] | None, labels: dict[str, str] | None = None) -> dict:
