@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 import orjson
 
-from sd.attach import Attachment, NodeIndex
+from sd.attach import Attachment, Directory
 from sd.body import EMPTY, Blocks, Body, Entry
 from sd.config import IPFamilyPolicy, SetConfig
 from sd.gzip_body import GzipBody
@@ -23,6 +23,7 @@ from sd.kinds import KINDS
 from sd.kinds.ips import hostport, ip_family
 from sd.kinds.kind import Port, Record
 from sd.kinds.labels import IP_FAMILY_LABEL, Allowlist
+from sd.kinds.relations import Relation
 from sd.shards import Shards
 from sd.status import SourceStatus
 
@@ -65,7 +66,13 @@ class TargetSet:
         family = config.ip_family
         self.prober = prober if family == IPFamilyPolicy.REACHABLE else None
         require_ready = config.require_ready
-        self._exclude: Callable[[Record], str | None] = lambda r: kind.exclude(r, require_ready)
+        self.attached: list[Attachment] = []  # attach_metadata, one per option
+        held = self._held
+
+        def exclude(record: Record) -> str | None:
+            return kind.exclude(record, require_ready) or held(record)
+
+        self._exclude: Callable[[Record], str | None] = exclude
         if self.prober is not None:
             claims = self._reachable_claims
         else:
@@ -75,7 +82,6 @@ class TargetSet:
         # object can emit two targets (ip_family both), where that would clash.
         self.instance_label = family != IPFamilyPolicy.BOTH
         self.annotations = Allowlist.of(config.annotations)
-        self.attached: Attachment | None = None  # attach_metadata: {node: true}
         self._static = dict(config.labels)
         if config.metrics_path:
             self._static[METRICS_PATH] = config.metrics_path
@@ -129,21 +135,25 @@ class TargetSet:
     def upsert(self, record: Record) -> None:
         if self.prober is not None:
             self._probe(record)
-        if self.attached is not None:
-            self.attached.place(record.key, record)
+        if self.attached:
+            old = self.index.records.get(record.key)
+            for attachment in self.attached:
+                attachment.place(record.key, old, record)
         self._apply(self.index.upsert(record))
 
     def delete(self, key: str) -> None:
         self._left.pop(key, None)
         if self.prober is not None:
             self.prober.forget(key)
-        if self.attached is not None:
-            self.attached.place(key, None)
+        if self.attached:
+            old = self.index.records.get(key)
+            for attachment in self.attached:
+                attachment.place(key, old, None)
         self._apply(self.index.delete(key))
 
     def replace(self, records: list[Record], keys: set[str] | None = None) -> None:
         gone: set[str] = set()
-        if self.prober is not None or self.attached is not None or self._left:  # only they track removals here
+        if self.prober is not None or self.attached or self._left:  # only they track removals here
             gone = set(self.index.records if keys is None else keys) - {r.key for r in records}
         for key in gone:
             self._left.pop(key, None)
@@ -152,26 +162,32 @@ class TargetSet:
                 self._probe(record)
             for key in gone:
                 self.prober.forget(key)
-        if self.attached is not None:
+        stored = self.index.records
+        for attachment in self.attached:
             for record in records:
-                self.attached.place(record.key, record)
+                attachment.place(record.key, stored.get(record.key), record)
             for key in gone:
-                self.attached.place(key, None)
+                attachment.place(key, stored.get(key), None)
         self._apply(self.index.replace(records, keys))
 
-    # -- attached node metadata -----------------------------------------------------------
+    # -- attached metadata ------------------------------------------------------------------
 
-    def attach(self, nodes: NodeIndex) -> None:
-        """Serve each target with the labels of its object's node, from ``nodes``; the set
-        waits for the node source's first sync too, so targets never start without them."""
-        self.attached = attached = Attachment(nodes, self.kind, self.annotations, self._requeue, self.source_synced)
-        for status in nodes.statuses:
+    def attach(self, relation: Relation, directory: Directory | None) -> None:
+        """Serve each target with the labels ``relation`` attaches, from ``directory`` (the
+        related kind's objects; None for an option read from the object alone); the set
+        waits for the directory's source's first sync too, so targets never start without them."""
+        attachment = Attachment(relation, directory, self.annotations, self._requeue, self.source_synced)
+        self.attached.append(attachment)
+        for status in attachment.statuses:
             if status not in self.statuses:
                 self.add_status(status)
         # Objects already here (a set added by a reload, filled from a running source):
-        # index them by node, and build their groups again, now with node labels.
+        # index them, decide again which are served, and build their groups again.
         for key, record in self.index.records.items():
-            attached.place(key, record)
+            attachment.place(key, None, record)
+        if relation.required is not None:
+            for key in list(self.index.records):
+                self._apply(self.index.refresh(key))
         self._left.clear()
         if self._fragments:
             self._blocks.rebuild_all()
@@ -179,12 +195,30 @@ class TargetSet:
 
     def detach(self) -> None:
         """Stop reading attached metadata (the set is no longer served)."""
-        if self.attached is not None:
-            self.attached.detach()
+        for attachment in self.attached:
+            attachment.detach()
 
-    def _requeue(self, key: str) -> None:
-        """Build the groups object ``key`` wins again (its attached labels changed)."""
+    def why_excluded(self, reason: str, record: Record) -> str:
+        """The explain view's text for an exclusion ``reason`` of ``record``."""
+        for attachment in self.attached:
+            relation = attachment.relation
+            if relation.required == reason and relation.why is not None:
+                return relation.why(record)
+        return self.kind.why_excluded[reason](record)
+
+    def _held(self, record: Record) -> str | None:
+        for attachment in self.attached:
+            reason = attachment.held(record)
+            if reason is not None:
+                return reason
+        return None
+
+    def _requeue(self, key: str, refresh: bool = False) -> None:
+        """Build the groups object ``key`` wins again (its attached labels changed); with
+        ``refresh``, decide again whether it is served first (a required object came or went)."""
         self._left.pop(key, None)
+        if refresh:
+            self._apply(self.index.refresh(key))
         fragments = self._fragments
         for ip in self.index.claims(key):
             fragment = fragments.get(ip)
@@ -266,8 +300,8 @@ class TargetSet:
     def _group(self, record: Record, ip: str, target: str) -> bytes:
         kind = self.kind
         labels = kind.labels(record, self.annotations)
-        if self.attached is not None:
-            labels.update(self.attached.labels(record))
+        for attachment in self.attached:
+            labels.update(attachment.labels(record))
         labels[IP_FAMILY_LABEL] = ip_family(ip)
         labels.update(kind.target_labels(record, ip, self._port(record)[0], self.config.port_name))
         if self.instance_label and (instance := kind.instance(record)) is not None:
