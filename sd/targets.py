@@ -4,8 +4,8 @@ A set reads one kind of object; the kind (``sd/kinds/``) builds each object's
 labels, the set adds the per-target and static ones. A set renders its body only
 when something it publishes changed, and the ``Renderer`` task coalesces renders
 during bursts (``sd/body.py`` keeps the body as blocks and rebuilds only those that
-changed); the HTTP layer only reads ``current`` (and ``shard``), and ``sd/views.py``
-what people and /metrics see of a set.
+changed); the HTTP layer only reads ``current`` (and ``shard``, ``gzipped``), and
+``sd/views.py`` what people and /metrics see of a set.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import orjson
 from sd.attach import Attachment, Directory
 from sd.body import EMPTY, Blocks, Body, Entry
 from sd.config import IPFamilyPolicy, SetConfig
+from sd.gzip_body import GzipBody
 from sd.index import Index, Policy
 from sd.kinds import KINDS
 from sd.kinds.ips import hostport, ip_family
@@ -96,6 +97,7 @@ class TargetSet:
         self.renders = 0
         self.dirty = False
         self._shards = Shards(self._blocks)
+        self._gzip = GzipBody()
         self.statuses: list[SourceStatus] = []  # of the list/watches it reads; their feeds write them
         self.on_dirty: Callable[[], None] = lambda: None
 
@@ -320,6 +322,7 @@ class TargetSet:
         self.dirty = False
         self.current = self._blocks.render(self._build)
         self._shards.clear()
+        self._gzip.render(self.current)
         self.renders += 1
         return True
 
@@ -336,6 +339,12 @@ class TargetSet:
         """The body of the groups whose target ``t`` has ``hashmod(t, shards) == shard``
         (``sd/shards.py``)."""
         return self._shards.body(shards, shard)
+
+    def gzipped(self, selected: tuple[int, int] | None = None) -> Body:
+        """The gzip of the last rendered body, or of shard ``selected`` = (shards, shard) of it:
+        made on the first request that asks after a render, then kept until the next
+        (``sd/gzip_body.py``)."""
+        return self._gzip.of(self.current) if selected is None else self._shards.gzip(*selected)
 
     def __len__(self) -> int:
         return len(self._fragments)
