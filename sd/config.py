@@ -16,10 +16,11 @@ from typing import Any
 import yaml
 
 from sd.kinds import KINDS
+from sd.kinds.relations import RELATIONS
 from sd.selectors import SelectorError, parse_field_selector, parse_label_selector
 
-# A set's `source`: one of the registered kinds (sd/kinds/), by name.
-KindName = StrEnum("KindName", {name.upper(): name for name in KINDS})  # type: ignore[misc]
+# A set's `source`: one of the registered kinds (sd/kinds/) that serve targets, by name.
+KindName = StrEnum("KindName", {n.upper(): n for n, kind in KINDS.items() if kind.serves_targets})  # type: ignore[misc]
 
 
 class IPFamilyPolicy(StrEnum):
@@ -66,9 +67,19 @@ class KubeSettings:
 
 @dataclass(frozen=True, slots=True)
 class AttachMetadata:
-    """Prometheus' ``attach_metadata``: ``node: true`` puts the pod's node labels on its targets."""
+    """Prometheus' ``attach_metadata`` (pod sets): the labels of the pod's node, its
+    namespace, and the names of its Deployment, Job and CronJob (``sd/kinds/relations.py``)."""
 
     node: bool = False
+    namespace: bool = False
+    deployment: bool = False
+    job: bool = False
+    cronjob: bool = False
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """The options set to true, in declaration order."""
+        return tuple(name for name in self.__slots__ if getattr(self, name))
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,10 +372,13 @@ class _Validator:
                 self.bad(f"{path}.annotations[{i}]", f"an annotation key, or a prefix ending in '/*', got {_show(pattern)}")
         attach = AttachMetadata()
         raw_attach = raw.get("attach_metadata")
-        if raw_attach is not None and self.section(raw_attach, f"{path}.attach_metadata", AttachMetadata.__slots__):
-            attach = AttachMetadata(node=self.flag(raw_attach, f"{path}.attach_metadata", "node", False))
-            if attach.node and not kind.runs_on_nodes:
-                self.bad(f"{path}.attach_metadata.node", f"applies to sets whose objects run on a node (pods), not {kind.name}")
+        where = f"{path}.attach_metadata"
+        if raw_attach is not None and self.section(raw_attach, where, AttachMetadata.__slots__):
+            attach = AttachMetadata(**{key: self.flag(raw_attach, where, key, False) for key in AttachMetadata.__slots__})
+            offered = RELATIONS.get(kind.name, {})
+            for option in attach.options:
+                if option not in offered:
+                    self.bad(f"{where}.{option}", f"applies to pod sets (source: pods), not {kind.name}")
         return SetConfig(
             name=name,
             source=source or KindName.NODES,

@@ -15,11 +15,12 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
-from sd.attach import NodeIndex
+from sd.attach import Directory
 from sd.config import Config, IPFamilyPolicy
-from sd.feed import ALL_NODES, Feed, ListWatch, Reader
+from sd.feed import Feed, ListWatch, Reader
 from sd.kinds import KINDS
 from sd.kinds.labels import NOTHING, Allowlist
+from sd.kinds.relations import RELATIONS, Relation
 from sd.kube.snapshot import read_snapshot
 from sd.metrics import Metrics
 from sd.renderer import Renderer
@@ -36,30 +37,44 @@ log = logging.getLogger("sd.service")
 Driver = Callable[[Feed], Callable[[], Awaitable[None]]]
 
 
-def plan(config: Config, sets: dict[str, TargetSet], nodes: NodeIndex) -> dict[ListWatch, list[Reader]]:
-    """Each distinct list/watch the config needs, with what reads it: sets, and the node
-    index when some set attaches node metadata (fed by the one unfiltered node watch,
-    which a node set without selectors shares)."""
+def relations(config: Config) -> dict[str, list[Relation]]:
+    """The attach_metadata options each set uses, by set name."""
+    return {
+        name: [RELATIONS[sc.source][option] for option in sc.attach_metadata.options]
+        for name, sc in config.targets.items()
+    }
+
+
+def watched_kinds(config: Config) -> set[str]:
+    """The kinds whose objects some set attaches metadata of (one directory each)."""
+    return {r.kind.name for rs in relations(config).values() for r in rs if r.kind is not None}
+
+
+def plan(config: Config, sets: dict[str, TargetSet], directories: dict[str, Directory]) -> dict[ListWatch, list[Reader]]:
+    """Each distinct list/watch the config needs, with what reads it: sets, and the
+    directory of each kind some set attaches metadata of, fed by one unfiltered watch of
+    all its objects (which a set of that kind without selectors shares: the node set)."""
     readers: dict[ListWatch, list[Reader]] = {}
     for name, sc in config.targets.items():
         for ns in sc.namespaces or (None,):
             lw = ListWatch(KINDS[sc.source], ns, sc.label_selector, sc.field_selector)
             readers.setdefault(lw, []).append(sets[name])
-    if any(sc.attach_metadata.node for sc in config.targets.values()):
-        readers.setdefault(ALL_NODES, []).append(nodes)
+    for kind_name in sorted(watched_kinds(config)):
+        readers.setdefault(ListWatch(KINDS[kind_name]), []).append(directories[kind_name])
     return readers
 
 
-def annotations_for(lw: ListWatch, readers: list[Reader], sets: dict[str, TargetSet]) -> Allowlist:
-    """The annotations a list/watch's feed must keep: what its sets list, and for the node
-    index what the sets attached to it list."""
+def annotations_for(readers: list[Reader], sets: dict[str, TargetSet], attaching: dict[str, list[Relation]]) -> Allowlist:
+    """The annotations a list/watch's feed must keep: what its sets list, and for a
+    directory what the sets attaching its kind list."""
     allow = NOTHING
     for reader in readers:
-        allow |= reader.annotations if isinstance(reader, TargetSet) else NOTHING
-    if lw == ALL_NODES and any(isinstance(r, NodeIndex) for r in readers):
-        for ts in sets.values():
-            if ts.config.attach_metadata.node:
-                allow |= ts.annotations
+        if isinstance(reader, TargetSet):
+            allow |= reader.annotations
+        elif isinstance(reader, Directory):
+            for name, options in attaching.items():
+                if any(r.kind is reader.kind for r in options):
+                    allow |= sets[name].annotations
     return allow
 
 
@@ -91,7 +106,8 @@ class Service:
         self.sets: dict[str, TargetSet] = {}
         self.feeds: dict[ListWatch, Feed] = {}
         self.prober: Prober | None = None
-        self.nodes = NodeIndex()  # node metadata for sets with attach_metadata: {node: true}
+        # Kind name → the objects of the kinds sets attach metadata of (attach_metadata).
+        self.directories: dict[str, Directory] = {}
         self._driver: Driver | None = None
         self._tasks: dict[Any, asyncio.Task[None]] = {}
         self._crashed: asyncio.Future[None] | None = None
@@ -118,23 +134,28 @@ class Service:
         for ts in self.sets.values():
             if ts not in sets.values():
                 ts.detach()
-        if not any(sc.attach_metadata.node for sc in config.targets.values()):
-            # Nothing will feed the node index: it would go stale, so it is dropped, and a
-            # set that attaches again later gets a new one, filled from the node watch.
-            self.nodes = NodeIndex()
-        wanted = plan(config, sets, self.nodes)
+        # A directory no set attaches would go stale (nothing feeds it): it is dropped, and
+        # a set that attaches that kind again later gets a new one, filled from a new watch.
+        needed = watched_kinds(config)
+        self.directories = {k: d for k, d in self.directories.items() if k in needed}
+        for kind_name in needed:
+            self.directories.setdefault(kind_name, Directory(KINDS[kind_name]))
+        attaching = relations(config)
+        wanted = plan(config, sets, self.directories)
         for lw, readers in wanted.items():
             feed = self.feeds.get(lw)
-            annotations = annotations_for(lw, readers, sets)
+            annotations = annotations_for(readers, sets, attaching)
             if feed is None:
                 self.feeds[lw] = Feed(lw, readers, self.metrics, annotations)
             elif not feed.read_by(readers, annotations):
                 # Its records were parsed keeping fewer annotations, and the others were
                 # never stored: only a new list brings them.
                 self._relist.add(lw)
-        for name, sc in config.targets.items():
-            if sc.attach_metadata.node and sets[name].attached is None:
-                sets[name].attach(self.nodes)
+        for name, options in attaching.items():
+            ts = sets[name]
+            if options and not ts.attached:  # a new set (a kept one is attached already)
+                for relation in options:
+                    ts.attach(relation, self.directories[relation.kind.name] if relation.kind is not None else None)
         for lw in [lw for lw in self.feeds if lw not in wanted]:
             del self.feeds[lw]
         self.sets.clear()

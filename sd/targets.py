@@ -4,8 +4,8 @@ A set reads one kind of object; the kind (``sd/kinds/``) builds each object's
 labels, the set adds the per-target and static ones. A set renders its body only
 when something it publishes changed, and the ``Renderer`` task coalesces renders
 during bursts (``sd/body.py`` keeps the body as blocks and rebuilds only those that
-changed); the HTTP layer only reads ``current`` (and ``shard``), and ``sd/views.py``
-what people and /metrics see of a set.
+changed); the HTTP layer only reads ``current`` (and ``shard``, ``gzipped``), and
+``sd/views.py`` what people and /metrics see of a set.
 """
 
 from __future__ import annotations
@@ -14,14 +14,16 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 import orjson
 
-from sd.attach import Attachment, NodeIndex
+from sd.attach import Attachment, Directory
 from sd.body import EMPTY, Blocks, Body, Entry
 from sd.config import IPFamilyPolicy, PortsPolicy, SetConfig
+from sd.gzip_body import GzipBody
 from sd.index import Index, Policy
 from sd.kinds import KINDS
 from sd.kinds.ips import host_of, hostport, ip_family, target_address
 from sd.kinds.kind import Port, Record
 from sd.kinds.labels import IP_FAMILY_LABEL, Allowlist
+from sd.kinds.relations import Relation
 from sd.shards import Shards
 from sd.status import SourceStatus
 
@@ -68,7 +70,13 @@ class TargetSet:
         family = config.ip_family
         self.prober = prober if family == IPFamilyPolicy.REACHABLE else None
         require_ready = config.require_ready
-        self._exclude: Callable[[Record], str | None] = lambda r: kind.exclude(r, require_ready)
+        self.attached: list[Attachment] = []  # attach_metadata, one per option
+        held = self._held
+
+        def exclude(record: Record) -> str | None:
+            return kind.exclude(record, require_ready) or held(record)
+
+        self._exclude: Callable[[Record], str | None] = exclude
         self.every_port = config.ports == PortsPolicy.ALL
         self._ip_of: Callable[[str], str] = host_of if self.every_port else str
         if self.prober is not None:
@@ -82,7 +90,6 @@ class TargetSet:
         # object can emit two targets (ip_family both), where that would clash.
         self.instance_label = family != IPFamilyPolicy.BOTH
         self.annotations = Allowlist.of(config.annotations)
-        self.attached: Attachment | None = None  # attach_metadata: {node: true}
         self._static = dict(config.labels)
         if config.metrics_path:
             self._static[METRICS_PATH] = config.metrics_path
@@ -98,6 +105,7 @@ class TargetSet:
         self.renders = 0
         self.dirty = False
         self._shards = Shards(self._blocks)
+        self._gzip = GzipBody()
         self.statuses: list[SourceStatus] = []  # of the list/watches it reads; their feeds write them
         self.on_dirty: Callable[[], None] = lambda: None
 
@@ -142,15 +150,19 @@ class TargetSet:
     def upsert(self, record: Record) -> None:
         if self.prober is not None:
             self._probe(record)
-        if self.attached is not None:
-            self.attached.place(record.key, record)
+        if self.attached:
+            old = self.index.records.get(record.key)
+            for attachment in self.attached:
+                attachment.place(record.key, old, record)
         self._apply(self.index.upsert(record))
 
     def delete(self, key: str) -> None:
         if self.prober is not None:
             self.prober.forget(key)
-        if self.attached is not None:
-            self.attached.place(key, None)
+        if self.attached:
+            old = self.index.records.get(key)
+            for attachment in self.attached:
+                attachment.place(key, old, None)
         self._apply(self.index.delete(key))
         # After _apply, which keeps the groups leaving: nothing re-queues a deleted object
         # when its attached labels change, so one coming back must be built again.
@@ -163,28 +175,34 @@ class TargetSet:
                 self._probe(record)
             for key in gone:
                 self.prober.forget(key)
-        if self.attached is not None:
+        stored = self.index.records
+        for attachment in self.attached:
             for record in records:
-                self.attached.place(record.key, record)
+                attachment.place(record.key, stored.get(record.key), record)
             for key in gone:
-                self.attached.place(key, None)
+                attachment.place(key, stored.get(key), None)
         self._apply(self.index.replace(records, keys))
         for key in gone:  # after _apply, as in delete
             self._left.pop(key, None)
 
-    # -- attached node metadata -----------------------------------------------------------
+    # -- attached metadata ------------------------------------------------------------------
 
-    def attach(self, nodes: NodeIndex) -> None:
-        """Serve each target with the labels of its object's node, from ``nodes``; the set
-        waits for the node source's first sync too, so targets never start without them."""
-        self.attached = attached = Attachment(nodes, self.kind, self.annotations, self._requeue, self.source_synced)
-        for status in nodes.statuses:
+    def attach(self, relation: Relation, directory: Directory | None) -> None:
+        """Serve each target with the labels ``relation`` attaches, from ``directory`` (the
+        related kind's objects; None for an option read from the object alone); the set
+        waits for the directory's source's first sync too, so targets never start without them."""
+        attachment = Attachment(relation, directory, self.annotations, self._requeue, self.source_synced)
+        self.attached.append(attachment)
+        for status in attachment.statuses:
             if status not in self.statuses:
                 self.add_status(status)
         # Objects already here (a set added by a reload, filled from a running source):
-        # index them by node, and build their groups again, now with node labels.
+        # index them, decide again which are served, and build their groups again.
         for key, record in self.index.records.items():
-            attached.place(key, record)
+            attachment.place(key, None, record)
+        if relation.required is not None:
+            for key in list(self.index.records):
+                self._apply(self.index.refresh(key))
         self._left.clear()
         if self._fragments:
             self._blocks.rebuild_all()
@@ -192,12 +210,30 @@ class TargetSet:
 
     def detach(self) -> None:
         """Stop reading attached metadata (the set is no longer served)."""
-        if self.attached is not None:
-            self.attached.detach()
+        for attachment in self.attached:
+            attachment.detach()
 
-    def _requeue(self, key: str) -> None:
-        """Build the groups object ``key`` wins again (its attached labels changed)."""
+    def why_excluded(self, reason: str, record: Record) -> str:
+        """The explain view's text for an exclusion ``reason`` of ``record``."""
+        for attachment in self.attached:
+            relation = attachment.relation
+            if relation.required == reason and relation.why is not None:
+                return relation.why(record)
+        return self.kind.why_excluded[reason](record)
+
+    def _held(self, record: Record) -> str | None:
+        for attachment in self.attached:
+            reason = attachment.held(record)
+            if reason is not None:
+                return reason
+        return None
+
+    def _requeue(self, key: str, refresh: bool = False) -> None:
+        """Build the groups object ``key`` wins again (its attached labels changed); with
+        ``refresh``, decide again whether it is served first (a required object came or went)."""
         self._left.pop(key, None)
+        if refresh:
+            self._apply(self.index.refresh(key))
         fragments = self._fragments
         for claim in self.index.claims(key):
             entries = fragments.get(claim, ())
@@ -304,8 +340,8 @@ class TargetSet:
         kind = self.kind
         ip = self._ip_of(entry.claim)
         labels = kind.labels(record, self.annotations)
-        if self.attached is not None:
-            labels.update(self.attached.labels(record))
+        for attachment in self.attached:
+            labels.update(attachment.labels(record))
         labels[IP_FAMILY_LABEL] = ip_family(ip)
         if self.every_port:
             name, port = kind.all_ports(record)[int(entry.order[2])]
@@ -330,6 +366,7 @@ class TargetSet:
         self.dirty = False
         self.current = self._blocks.render(self._build)
         self._shards.clear()
+        self._gzip.render(self.current)
         self.renders += 1
         return True
 
@@ -346,6 +383,12 @@ class TargetSet:
         """The body of the groups whose target ``t`` has ``hashmod(t, shards) == shard``
         (``sd/shards.py``)."""
         return self._shards.body(shards, shard)
+
+    def gzipped(self, selected: tuple[int, int] | None = None) -> Body:
+        """The gzip of the last rendered body, or of shard ``selected`` = (shards, shard) of it:
+        made on the first request that asks after a render, then kept until the next
+        (``sd/gzip_body.py``)."""
+        return self._gzip.of(self.current) if selected is None else self._shards.gzip(*selected)
 
     def __len__(self) -> int:
         """Targets served."""

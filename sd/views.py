@@ -112,7 +112,7 @@ def explain(ts: TargetSet) -> dict[str, Any]:
         if reason is None and index.claims(key):
             continue
         record = index.records[key]
-        why = NO_ADDRESS_WHY if reason is None else kind.why_excluded[reason](record)
+        why = NO_ADDRESS_WHY if reason is None else ts.why_excluded(reason, record)
         excluded.append({"object": key, "reason": reason or NO_ADDRESS, "why": why})
     view: dict[str, Any] = {
         "set": ts.name,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -195,6 +196,23 @@ def test_rendered_rbac_equals_the_kustomize_base(tmp_path):
     for name, (release, namespace, values) in RENDERINGS.items():
         roles = [d for d in template(tmp_path, values, release, namespace) if d["kind"] in ("Role", "ClusterRole")]
         assert [r["rules"] for r in roles] == [base[("ClusterRole", "kube-http-sd")]["rules"]], name
+
+
+def test_rbac_attach_metadata_adds_the_rules_of_the_kustomize_component(tmp_path):
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    kube = ROOT / "deploy" / "kubernetes"
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
+        "resources": [os.path.relpath(kube / "base", overlay)],
+        "components": [os.path.relpath(kube / "attach-metadata", overlay)],
+    }))
+    done = subprocess.run([program("kubectl"), "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(overlay)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    theirs = by_key([d for d in yaml.safe_load_all(done.stdout) if d])[("ClusterRole", "kube-http-sd")]["rules"]
+    ours = by_key(template(tmp_path, {"rbac": {"attachMetadata": True}}))[("ClusterRole", "kube-http-sd")]["rules"]
+    assert ours == theirs
+    assert len(ours) == 4, "nodes and pods, then namespaces, replicasets and jobs"
 
 
 @pytest.mark.parametrize("overlay, shards", [("prometheus-operator", 0), ("prometheus-operator-sharded", 2)])

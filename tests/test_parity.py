@@ -20,7 +20,8 @@ from sdtest.factories import make_node, make_pod
 
 from sd.config import AttachMetadata, PortsPolicy, default_config
 from sd.kinds import nodes, pods
-from sd.attach import NodeIndex
+from sd.kinds.relations import RELATIONS
+from sd.attach import Directory
 from sd.kinds.labels import Allowlist
 from sd.targets import TargetSet
 from sd.views import explain
@@ -335,15 +336,18 @@ def test_unlisted_annotations_are_never_stored_and_prefixes_select():
 # -- attach_metadata: {node: true} ---------------------------------------------------
 
 
-def attached_set(directory: NodeIndex, **changes) -> TargetSet:
+NODE = RELATIONS["pods"]["node"]
+
+
+def attached_set(directory: Directory, **changes) -> TargetSet:
     ts = pod_set("monitor", attach_metadata=AttachMetadata(node=True), **changes)
-    ts.attach(directory)
+    ts.attach(NODE, directory)
     return ts
 
 
 def test_node_metadata_on_pod_targets_as_kubernetes_sd_attaches_it():
     # TestPodDiscoveryWithNodeMetadata: node testnode with l1=v1.
-    directory = NodeIndex()
+    directory = Directory(nodes.KIND)
     ts = attached_set(directory)
     directory.upsert(nodes.KIND.parse({"metadata": {"name": "testnode", "labels": {"l1": "v1"}}, "status": {}}))
     ts.upsert(pods.KIND.parse(make_pod("testpod", [POD_IP], node="testnode")))
@@ -357,7 +361,7 @@ def test_node_metadata_on_pod_targets_as_kubernetes_sd_attaches_it():
 
 def test_a_node_label_change_rebuilds_only_the_groups_of_pods_on_that_node(monkeypatch):
     # TestPodDiscoveryWithNodeMetadataUpdateNode: l1=v1 becomes l2=v2.
-    directory = NodeIndex()
+    directory = Directory(nodes.KIND)
     ts = attached_set(directory)
     for name in ("testnode", "other"):
         directory.upsert(nodes.KIND.parse(make_node(name, ["192.0.2.100"], labels={"l1": "v1"})))
@@ -378,29 +382,45 @@ def test_a_node_label_change_rebuilds_only_the_groups_of_pods_on_that_node(monke
     assert not ts.dirty
 
 
-def test_a_pod_before_its_node_gets_node_labels_when_the_node_appears_and_loses_them_when_it_goes():
-    directory = NodeIndex()
+def test_a_pod_is_held_back_until_its_node_is_known_and_again_when_it_goes():
+    # Prometheus 3.11+ (#18006; TestPodDiscoveryWithNodeSelector): with node metadata, a pod
+    # whose node is not in the node store gets an empty group.
+    directory = Directory(nodes.KIND)
     ts = attached_set(directory)
     ts.upsert(pods.KIND.parse(make_pod("a", ["192.0.2.1"], node="late")))
-    assert "__meta_kubernetes_node_name" not in served(ts)["192.0.2.1:24231"]
+    assert served(ts) == {}
+    assert explain(ts)["excluded"] == [
+        {"object": "logging/a", "reason": "node_unknown", "why": "its node late is not known (attach_metadata: node)"}
+    ]
     directory.upsert(nodes.KIND.parse(make_node("late", ["192.0.2.100"], labels={"zone": "z1"})))
     assert served(ts)["192.0.2.1:24231"]["__meta_kubernetes_node_label_zone"] == "z1"
     directory.delete("late")
-    assert "__meta_kubernetes_node_name" not in served(ts)["192.0.2.1:24231"]
+    assert served(ts) == {}
 
 
-def test_a_pod_deleted_then_added_again_after_its_node_appeared_gets_the_node_labels():
-    # The example hypothesis found: the group kept from the deleted pod must not be reused.
-    directory = NodeIndex()
+def test_a_pod_held_back_frees_its_ip_for_another_candidate():
+    directory = Directory(nodes.KIND)
     ts = attached_set(directory)
+    directory.upsert(nodes.KIND.parse(make_node("known", ["192.0.2.100"])))
+    ts.upsert(pods.KIND.parse(make_pod("old", ["192.0.2.1"], node="known", created="2026-01-01T00:00:00Z")))
+    ts.upsert(pods.KIND.parse(make_pod("new", ["192.0.2.1"], node="gone", created="2026-02-01T00:00:00Z")))
+    assert served(ts)["192.0.2.1:24231"]["__meta_kubernetes_pod_name"] == "old"
+
+
+def test_a_pod_deleted_then_added_again_after_its_node_changed_gets_the_new_node_labels():
+    # The group kept from the deleted pod must not be reused: nothing re-queues a deleted pod
+    # when its node's labels change.
+    directory = Directory(nodes.KIND)
+    ts = attached_set(directory)
+    directory.upsert(nodes.KIND.parse(make_node("n1", ["192.0.2.100"], labels={"zone": "z0"})))
     raw = make_pod("p0", ["192.0.2.1"], node="n1")
     ts.upsert(pods.KIND.parse(raw))
-    ts.render()
+    assert served(ts)["192.0.2.1:24231"]["__meta_kubernetes_node_label_zone"] == "z0"
     ts.delete("logging/p0")
     ts.render()
-    directory.upsert(nodes.KIND.parse(make_node("n1", ["192.0.2.100"], labels={"zone": "z0"})))
+    directory.upsert(nodes.KIND.parse(make_node("n1", ["192.0.2.100"], labels={"zone": "z1"})))
     ts.upsert(pods.KIND.parse(raw))
-    assert served(ts)["192.0.2.1:24231"]["__meta_kubernetes_node_label_zone"] == "z0"
+    assert served(ts)["192.0.2.1:24231"]["__meta_kubernetes_node_label_zone"] == "z1"
 
 
 node_events = st.lists(
@@ -422,7 +442,7 @@ def test_attached_labels_equal_a_fresh_build_for_any_event_order(events):
     def pod(i: int, v: int) -> dict:
         return make_pod(f"p{i}", [f"192.0.2.{i + 1}"], node=f"n{v}")
 
-    directory = NodeIndex()
+    directory = Directory(nodes.KIND)
     ts = attached_set(directory)
     final_nodes: dict[int, dict] = {}
     final_pods: dict[int, dict] = {}
@@ -437,7 +457,7 @@ def test_attached_labels_equal_a_fresh_build_for_any_event_order(events):
             (directory.upsert if what == "node" else ts.upsert)(record)
         if len(events) % 3 == 0:
             ts.render()  # renders in between must not change the end result
-    fresh_directory = NodeIndex()
+    fresh_directory = Directory(nodes.KIND)
     fresh = attached_set(fresh_directory)
     fresh_directory.replace([nodes.KIND.parse(n) for n in final_nodes.values()])
     fresh.replace([pods.KIND.parse(p) for p in final_pods.values()])
@@ -478,13 +498,13 @@ def test_node_labels_reach_pod_targets_through_a_live_watch_with_one_node_watch(
         for target in ("192.0.2.10:24231", "[2001:db8::10]:24231"):
             assert labels[target]["__meta_kubernetes_node_label_topology_kubernetes_io_zone"] == "z1"
             assert labels[target]["__meta_kubernetes_node_annotation_team_example_owner"] == "logs"
-        assert "__meta_kubernetes_node_name" not in labels["192.0.2.11:24231"], "its node is not known yet"
+        assert "192.0.2.11:24231" not in labels, "its node is not known yet: held back, as Prometheus 3.11+ does"
         moved = make_node("n1", ["192.0.2.1"], labels={"topology.kubernetes.io/zone": "z2"})
         api.modify(moved)
         eventually(lambda: pod_labels()["192.0.2.10:24231"]["__meta_kubernetes_node_label_topology_kubernetes_io_zone"] == "z2",
                    what="the node's new zone on its pod's targets")
         api.add(make_node("n-later", ["192.0.2.2"], labels={"topology.kubernetes.io/zone": "z3"}))
-        eventually(lambda: pod_labels()["192.0.2.11:24231"].get("__meta_kubernetes_node_name") == "n-later")
+        eventually(lambda: pod_labels().get("192.0.2.11:24231", {}).get("__meta_kubernetes_node_name") == "n-later")
         # The kubelet set and the attached metadata share the one unfiltered node watch.
         node_streams = [r for r in api.requests if r["path"] == "/api/v1/nodes" and r["query"].get("sendInitialEvents")]
         assert len(node_streams) == 1
@@ -492,12 +512,12 @@ def test_node_labels_reach_pod_targets_through_a_live_watch_with_one_node_watch(
 
 def test_a_set_attached_after_it_was_filled_indexes_its_pods_by_node():
     # What a reload does when it adds an attaching set to a running pod source.
-    directory = NodeIndex()
+    directory = Directory(nodes.KIND)
     directory.upsert(nodes.KIND.parse(make_node("n1", ["192.0.2.100"], labels={"zone": "z1"})))
     ts = pod_set("monitor", attach_metadata=AttachMetadata(node=True))
     ts.upsert(pods.KIND.parse(make_pod("a", ["192.0.2.1"], node="n1")))
     ts.render()
-    ts.attach(directory)
+    ts.attach(NODE, directory)
     assert served(ts)["192.0.2.1:24231"]["__meta_kubernetes_node_label_zone"] == "z1"
     directory.upsert(nodes.KIND.parse(make_node("n1", ["192.0.2.100"], labels={"zone": "z2"})))
     assert served(ts)["192.0.2.1:24231"]["__meta_kubernetes_node_label_zone"] == "z2"

@@ -11,10 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sd.attach import NodeIndex
+from sd.attach import Directory
 from sd.config import AttachMetadata, ConfigError, PortsPolicy, default_config, parse_config
 from sd.index import rank
 from sd.kinds import nodes, pods
+from sd.kinds.relations import RELATIONS
 from sd.shards import hashmod
 from sd.targets import TargetSet
 from sd.views import explain, stats
@@ -122,9 +123,9 @@ def test_shards_keep_every_group_whole_and_their_union_is_the_set():
 
 
 def test_a_node_label_change_rebuilds_every_target_of_its_pods():
-    directory = NodeIndex()
+    directory = Directory(nodes.KIND)
     ts = TargetSet(dataclasses.replace(ALL, attach_metadata=AttachMetadata(node=True)))
-    ts.attach(directory)
+    ts.attach(RELATIONS["pods"]["node"], directory)
     directory.upsert(nodes.KIND.parse(make_node("n1", ["192.0.2.100"], labels={"zone": "z1"})))
     ts.upsert(pods.KIND.parse(pod("p", ["192.0.2.60"], [("a", 1, "TCP"), ("b", 2, "TCP")], node="n1")))
     directory.upsert(nodes.KIND.parse(make_node("n1", ["192.0.2.100"], labels={"zone": "z2"})))

@@ -1,4 +1,4 @@
-"""12. ports_all: the fluentd set with `ports: all` against the same set with `ports: named`
+"""13. ports_all: the fluentd set with `ports: all` against the same set with `ports: named`
 (the default), at 5,000 dual-stack pods with 3 container ports each: the full render, one
 pod's change, the body and the RSS (bench/README.md)."""
 

@@ -98,6 +98,10 @@ class Nodes(Kind[NodeRecord]):
     def instance(self, record: NodeRecord) -> str | None:
         return record.name
 
+    def same_attached(self, old: NodeRecord, new: NodeRecord) -> bool:
+        # Heartbeats reuse the stored label tuples: `is` settles almost every event.
+        return (old.labels is new.labels or old.labels == new.labels) and old.annotations == new.annotations
+
     def attached_labels(self, record: NodeRecord, annotations: Allowlist = NOTHING) -> dict[str, str]:
         """What Prometheus' attach_metadata puts on a pod's targets from its node: the node's
         name, labels and (listed) annotations, under the node-role names."""

@@ -9,7 +9,7 @@ from sd.kinds.fields import Fields, conditions, field_reader, get_list, get_str,
 from sd.kinds.ips import normalize_ip
 from sd.kinds.kind import READINESS_WHY, Kind, Port, readiness
 from sd.kinds.labels import META, NOTHING, Allowlist, ObjectLabels, listed
-from sd.kinds.meta import Identity
+from sd.kinds.meta import Identity, controller_of
 from sd.kinds.reports import BAD_FIELD, Report, preview
 from sd.kinds.shared import intern
 from sd.kinds.watched import WatchedCondition, parts, watched
@@ -107,7 +107,6 @@ class Pods(Kind[PodRecord]):
         )
     }
     probes = True
-    runs_on_nodes = True
     declares_ports = True
     watched = WatchedPod
     record = PodRecord
@@ -131,7 +130,7 @@ class Pods(Kind[PodRecord]):
         spec = f.section(raw, "spec", where, ("node_name", "containers"))
         fields["node_name"] = text(spec, "nodeName", where, f.filling("node_name"), "spec.nodeName")
         fields["containers"] = _container_ports(spec, status, where, f.filling("containers"))
-        kind, name = _controller(who.meta, where, f.filling("controller_kind", "controller_name"))
+        kind, name = controller_of(who.meta, where, f.filling("controller_kind", "controller_name"))
         fields["controller_kind"], fields["controller_name"] = intern(kind), name
         return fields
 
@@ -202,13 +201,6 @@ def _pod_ips(status: Mapping[str, Any], where: str, report: Report) -> tuple[str
         if ip is not None:
             ips.append(ip)
     return tuple(ips)
-
-
-def _controller(meta: Mapping[str, Any], where: str, report: Report) -> tuple[str, str]:
-    for ref in get_list(meta, "ownerReferences", where, report, "metadata.ownerReferences"):
-        if isinstance(ref, dict) and ref.get("controller") is True:
-            return get_str(ref, "kind"), get_str(ref, "name")
-    return "", ""
 
 
 # (spec list, status list, init): where container ports are read, in this order, as
