@@ -3,7 +3,8 @@
     .venv/bin/python -m bench [--quick] [--only NAME[,NAME]] [--runs N] [--json FILE] [--profile DIR]
 
 (from the repository root). Scenarios: initial_sync, event_throughput, serving, freshness,
-memory, sharding, streaming_list, attach_metadata, large, gzip, real_apiserver, shards_cost.
+memory, sharding, streaming_list, attach_metadata, large, gzip, real_apiserver, shards_cost,
+ports_all.
 Every number comes from real processes: the server (`python -m sd serve`) and the
 baselines run as subprocesses against the loopback Kubernetes API double (sdtest/kubeapi.py,
 running in this process). Each scenario reports the median of --runs runs (per-run ratios to a
@@ -27,7 +28,7 @@ from typing import Any, Callable
 
 from bench.harness import PYSPY, T_START, Context, MachineLoad, Sizes, log, print_table
 from bench.scenarios import (attach_metadata, event_throughput, freshness, gzip_body, initial_sync, large, memory,
-                             real_apiserver, serving, sharding, shards_cost, streaming_list)
+                             ports_all, real_apiserver, serving, sharding, shards_cost, streaming_list)
 
 SCENARIOS: dict[str, Callable[[Context], None]] = {
     "initial_sync": initial_sync.run,
@@ -42,6 +43,7 @@ SCENARIOS: dict[str, Callable[[Context], None]] = {
     "gzip": gzip_body.run,
     "real_apiserver": real_apiserver.run,
     "shards_cost": shards_cost.run,
+    "ports_all": ports_all.run,
 }
 
 

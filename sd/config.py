@@ -33,6 +33,13 @@ class IPFamilyPolicy(StrEnum):
     REACHABLE = "reachable"  # the families whose metrics endpoint answers a probe
 
 
+class PortsPolicy(StrEnum):
+    """Which of an object's ports a set serves."""
+
+    NAMED = "named"  # the one named by port_name (else `port`): one target per IP
+    ALL = "all"  # every declared container port, as kubernetes_sd's pod role does
+
+
 class StreamingList(StrEnum):
     """How a source (re)lists: a streaming list (WatchList) where the server has it, or pages."""
 
@@ -92,6 +99,7 @@ class SetConfig:
     scheme: Scheme | None = None
     annotations: tuple[str, ...] = ()  # annotation keys to serve, or "prefix/*"; others are never stored
     attach_metadata: AttachMetadata = field(default_factory=lambda: AttachMetadata())
+    ports: PortsPolicy = PortsPolicy.NAMED
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,12 +327,22 @@ class _Validator:
         ip_family = self.choice(raw, path, "ip_family", IPFamilyPolicy, IPFamilyPolicy.PRIMARY)
         if ip_family is IPFamilyPolicy.REACHABLE and not kind.probes:
             self.bad(f"{path}.ip_family", f"reachable is not offered for {kind.name}; use primary, ipv4, ipv6 or both")
+        ports = self.choice(raw, path, "ports", PortsPolicy, PortsPolicy.NAMED) or PortsPolicy.NAMED
         port_name = raw.get("port_name")
         if port_name is not None and (not isinstance(port_name, str) or not port_name):
             self.bad(f"{path}.port_name", f"must be a port name (string), got {_show(port_name)}")
             port_name = None
         port = raw.get("port")
-        if port is None:
+        if ports is PortsPolicy.ALL:
+            if not kind.declares_ports:
+                self.bad(f"{path}.ports", f"all applies to sets whose objects declare ports (pods), not {kind.name}")
+            for key in ("port", "port_name"):
+                if raw.get(key) is not None:
+                    self.bad(f"{path}.{key}", "does not apply with ports: all (every declared port is served); remove it")
+            if ip_family is IPFamilyPolicy.REACHABLE:
+                self.bad(f"{path}.ip_family", "reachable probes the one named port; use it with ports: named")
+            port, port_name = 0, None
+        elif port is None:
             self.bad(f"{path}.port", "required: the port to scrape (the fallback when port_name is set)")
             port = 80
         elif not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
@@ -377,6 +395,7 @@ class _Validator:
             scheme=scheme,
             annotations=tuple(annotations),
             attach_metadata=attach,
+            ports=ports,
         )
 
     def section(self, raw: Any, path: str, known: Any) -> bool:

@@ -16,11 +16,11 @@ import orjson
 
 from sd.attach import Attachment, Directory
 from sd.body import EMPTY, Blocks, Body, Entry
-from sd.config import IPFamilyPolicy, SetConfig
+from sd.config import IPFamilyPolicy, PortsPolicy, SetConfig
 from sd.gzip_body import GzipBody
 from sd.index import Index, Policy
 from sd.kinds import KINDS
-from sd.kinds.ips import hostport, ip_family
+from sd.kinds.ips import host_of, hostport, ip_family, target_address
 from sd.kinds.kind import Port, Record
 from sd.kinds.labels import IP_FAMILY_LABEL, Allowlist
 from sd.kinds.relations import Relation
@@ -51,7 +51,11 @@ def select_ips(ips: tuple[str, ...], family: IPFamilyPolicy) -> tuple[str, ...]:
 
 
 class TargetSet:
-    """One served target set: its index, per-IP group fragments and rendered body.
+    """One served target set: its index, the groups of each claim and the rendered body.
+
+    A claim is what the conflict rule resolves: an IP, one target on it (the named port, or
+    the set's port); with ``ports: all`` an address (``ip:port``, or the bare IP of a
+    container without ports), whose winner serves a target per container port on it.
 
     With ``ip_family: reachable`` the set asks ``prober`` which of a candidate's IPs
     answer, publishes those (the primary IP until one answers) and re-claims a
@@ -73,8 +77,12 @@ class TargetSet:
             return kind.exclude(record, require_ready) or held(record)
 
         self._exclude: Callable[[Record], str | None] = exclude
+        self.every_port = config.ports == PortsPolicy.ALL
+        self._ip_of: Callable[[str], str] = host_of if self.every_port else str
         if self.prober is not None:
             claims = self._reachable_claims
+        elif self.every_port:
+            claims = self._addresses
         else:
             claims = lambda r: select_ips(r.ips(types), family)  # noqa: E731
         self.index: Index[Record] = Index(Policy(exclude=self._exclude, claims=claims))
@@ -87,11 +95,11 @@ class TargetSet:
             self._static[METRICS_PATH] = config.metrics_path
         if config.scheme:
             self._static[SCHEME] = str(config.scheme)
-        self._fragments: dict[str, Entry] = {}  # ip → its group in the body
-        # Groups that left the body (a node that turned NotReady), by key and target, with the
-        # record they were built from: one that comes back unchanged is served as it was, not
-        # built again. At most one per target an indexed object had: dropped with the object.
-        self._left: dict[str, dict[str, tuple[Record, bytes]]] = {}
+        self._fragments: dict[str, tuple[Entry, ...]] = {}  # claim → its groups in the body
+        # Groups that left the body (a node that turned NotReady), by key and place in the body,
+        # with the record they were built from: one that comes back unchanged is served as it
+        # was, not built again. At most one per group an indexed object had: dropped with it.
+        self._left: dict[str, dict[tuple[str, ...], tuple[Record, bytes]]] = {}
         self._blocks = Blocks()
         self.current: Body = EMPTY  # the last rendered body
         self.renders = 0
@@ -114,13 +122,20 @@ class TargetSet:
     def record(self, key: str) -> Record | None:
         return self.index.records.get(key)
 
-    def ips(self) -> Iterable[str]:
-        """The IPs served, each in one target."""
-        return self._fragments.keys()
+    def targets(self) -> Iterable[tuple[str, str]]:
+        """(IP, target) of every target served."""
+        for claim, entries in self._fragments.items():
+            ip = self._ip_of(claim)
+            for entry in entries:
+                yield ip, entry.target
 
-    def target(self, ip: str) -> str:
-        """The target served for ``ip`` (one of ``ips()``)."""
-        return self._fragments[ip].target
+    def ip_of(self, claim: str) -> str:
+        """The IP of a claim (an IP, or with ``ports: all`` an address)."""
+        return self._ip_of(claim)
+
+    def target(self, claim: str) -> str:
+        """The target served for a claim the index resolved (one of its winners)."""
+        return self._fragments[claim][0].target
 
     # -- changes (called by feeds) ------------------------------------------------------
 
@@ -142,7 +157,6 @@ class TargetSet:
         self._apply(self.index.upsert(record))
 
     def delete(self, key: str) -> None:
-        self._left.pop(key, None)
         if self.prober is not None:
             self.prober.forget(key)
         if self.attached:
@@ -150,13 +164,12 @@ class TargetSet:
             for attachment in self.attached:
                 attachment.place(key, old, None)
         self._apply(self.index.delete(key))
+        # After _apply, which keeps the groups leaving: nothing re-queues a deleted object
+        # when its attached labels change, so one coming back must be built again.
+        self._left.pop(key, None)
 
     def replace(self, records: list[Record], keys: set[str] | None = None) -> None:
-        gone: set[str] = set()
-        if self.prober is not None or self.attached or self._left:  # only they track removals here
-            gone = set(self.index.records if keys is None else keys) - {r.key for r in records}
-        for key in gone:
-            self._left.pop(key, None)
+        gone = set(self.index.records if keys is None else keys) - {r.key for r in records}
         if self.prober is not None:
             for record in records:
                 self._probe(record)
@@ -169,6 +182,8 @@ class TargetSet:
             for key in gone:
                 attachment.place(key, stored.get(key), None)
         self._apply(self.index.replace(records, keys))
+        for key in gone:  # after _apply, as in delete
+            self._left.pop(key, None)
 
     # -- attached metadata ------------------------------------------------------------------
 
@@ -220,10 +235,11 @@ class TargetSet:
         if refresh:
             self._apply(self.index.refresh(key))
         fragments = self._fragments
-        for ip in self.index.claims(key):
-            fragment = fragments.get(ip)
-            if fragment is not None and fragment.order[0] == key:
-                self._blocks.rebuild(fragment)
+        for claim in self.index.claims(key):
+            entries = fragments.get(claim, ())
+            if entries and entries[0].order[0] == key:
+                for entry in entries:
+                    self._blocks.rebuild(entry)
                 self._mark_dirty()
 
     def refresh(self, key: str) -> None:
@@ -246,6 +262,25 @@ class TargetSet:
         # Until some IP answers (not probed yet, or all failing), serve the primary.
         return tuple(ip for ip in ips if ip in answering) if answering else ips[:1]
 
+    def _addresses(self, record: Record) -> tuple[str, ...]:
+        """``ports: all``: the addresses of the record's targets, each once, primary IP first."""
+        ports = self.kind.all_ports(record)
+        ips = select_ips(record.ips(self._types), self.config.ip_family)
+        return tuple(dict.fromkeys(target_address(ip, port.number) for ip in ips for _, port in ports))
+
+    def _orders(self, record: Record, claim: str) -> tuple[tuple[str, ...], ...]:
+        """Where each group of the record at ``claim`` sorts in the body: (key, target), and
+        with ``ports: all`` the port's place among ``all_ports``, so that the groups of one
+        address (TCP and UDP on one port, containers without ports) keep kubernetes_sd's order."""
+        if not self.every_port:
+            return ((record.key, hostport(claim, self._port(record)[1])),)
+        ip = host_of(claim)
+        return tuple(
+            (record.key, claim, "%05d" % i)
+            for i, (_, port) in enumerate(self.kind.all_ports(record))
+            if target_address(ip, port.number) == claim
+        )
+
     def _port(self, record: Record) -> tuple[Port | None, int]:
         """The named port when the object has it, and the number to scrape."""
         name = self.config.port_name
@@ -256,58 +291,67 @@ class TargetSet:
         if not changed:
             return
         winners, fragments, blocks = self.index.winners, self._fragments, self._blocks
-        for ip in changed:
-            old = fragments.get(ip)
-            record = winners.get(ip)
+        for claim in changed:
+            old = fragments.get(claim, ())
+            record = winners.get(claim)
             if record is None:
-                if old is not None:
-                    self._leave(fragments.pop(ip))
+                if old:
+                    del fragments[claim]
+                    for entry in old:
+                        self._leave(entry)
                 continue
-            # The group's JSON is built by the next render, straight into its block.
-            order = (record.key, hostport(ip, self._port(record)[1]))
-            if old is not None and old.order == order:
-                blocks.rebuild(old)
+            # The groups' JSON is built by the next render, straight into their blocks.
+            orders = self._orders(record, claim)
+            if tuple(entry.order for entry in old) == orders:
+                for entry in old:
+                    blocks.rebuild(entry)
                 continue
-            if old is not None:
-                self._leave(old)
-            fragments[ip] = entry = Entry(order, ip)
-            blocks.add(entry)
+            for entry in old:
+                self._leave(entry)
+            fragments[claim] = entries = tuple(Entry(order, claim) for order in orders)
+            for entry in entries:
+                blocks.add(entry)
         self._mark_dirty()
 
     def _leave(self, entry: Entry) -> None:
         built = self._blocks.remove(entry)
         if built is not None:
-            self._left.setdefault(entry.order[0], {})[entry.target] = (entry.source, built)
+            self._left.setdefault(entry.order[0], {})[entry.order] = (entry.source, built)
 
     def _build(self, entry: Entry) -> bytes:
         """An entry's JSON: as it left the body if its record is the same again, else built."""
-        record = entry.source = self.index.winners[entry.ip]
-        key, target = entry.order
+        record = entry.source = self.index.winners[entry.claim]
+        key = entry.order[0]
         left = self._left.get(key)
         if left is not None:
-            kept = left.pop(target, None)
+            kept = left.pop(entry.order, None)
             if not left:
                 del self._left[key]
             if kept is not None and kept[0] == record:
                 return kept[1]
-        return self._group(record, entry.ip, target)
+        return self._group(record, entry)
 
     def _mark_dirty(self) -> None:
         if not self.dirty:
             self.dirty = True
             self.on_dirty()
 
-    def _group(self, record: Record, ip: str, target: str) -> bytes:
+    def _group(self, record: Record, entry: Entry) -> bytes:
         kind = self.kind
+        ip = self._ip_of(entry.claim)
         labels = kind.labels(record, self.annotations)
         for attachment in self.attached:
             labels.update(attachment.labels(record))
         labels[IP_FAMILY_LABEL] = ip_family(ip)
-        labels.update(kind.target_labels(record, ip, self._port(record)[0], self.config.port_name))
+        if self.every_port:
+            name, port = kind.all_ports(record)[int(entry.order[2])]
+            labels.update(kind.target_labels(record, ip, port, name))
+        else:
+            labels.update(kind.target_labels(record, ip, self._port(record)[0], self.config.port_name))
         if self.instance_label and (instance := kind.instance(record)) is not None:
             labels[INSTANCE] = instance
         labels.update(self._static)
-        return orjson.dumps({"targets": [target], "labels": labels}, option=orjson.OPT_SORT_KEYS)
+        return orjson.dumps({"targets": [entry.target], "labels": labels}, option=orjson.OPT_SORT_KEYS)
 
     # -- output ---------------------------------------------------------------------
 
@@ -347,4 +391,7 @@ class TargetSet:
         return self._gzip.of(self.current) if selected is None else self._shards.gzip(*selected)
 
     def __len__(self) -> int:
-        return len(self._fragments)
+        """Targets served."""
+        if not self.every_port:
+            return len(self._fragments)  # one per claim
+        return sum(map(len, self._fragments.values()))

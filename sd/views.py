@@ -37,7 +37,7 @@ def statuses(sets: Iterable[TargetSet]) -> dict[str, SourceStatus]:
 
 def targets_by_family(ts: TargetSet) -> dict[IPFamily, int]:
     counts = dict.fromkeys(IPFamily, 0)
-    for ip in ts.ips():
+    for ip, _ in ts.targets():
         counts[ip_family(ip)] += 1
     return counts
 
@@ -84,18 +84,20 @@ def address_order(ip: str) -> bytes:
 
 
 def explain(ts: TargetSet) -> dict[str, Any]:
-    """Every served IP (in address order) with its target, family, winner (its node,
-    instance and Kubernetes labels) and why the others lost; the indexed objects
+    """Every served IP (in address order; with ``ports: all``, every address) with its
+    target, family, winner (its node, instance and Kubernetes labels) and why the others
+    lost; the indexed objects
     that are not candidates and why; bad data skipped by its sources; probe results.
     For people, not Prometheus."""
     index, kind = ts.index, ts.kind
     ips = []
-    for ip in sorted(index.winners, key=address_order):
-        winner, *losers = index.candidates(ip)
+    for claim in sorted(index.winners, key=lambda c: (address_order(ts.ip_of(c)), c)):
+        winner, *losers = index.candidates(claim)
+        ip = ts.ip_of(claim)
         ips.append(
             {
                 "ip": ip,
-                "target": ts.target(ip),
+                "target": ts.target(claim),
                 "family": str(ip_family(ip)),
                 "winner": winner.key,
                 "node": kind.node_of(winner),

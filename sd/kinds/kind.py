@@ -84,6 +84,8 @@ class Kind(Generic[R]):
     address_types: ClassVar[tuple[str, ...]] = ()
     # ip_family: reachable (probe each IP's metrics endpoint) is offered.
     probes: ClassVar[bool] = False
+    # Objects declare ports of their own (all_ports), so `ports: all` is offered.
+    declares_ports: ClassVar[bool] = False
     # Target sets may read it (`source:`); False for kinds watched only for attached
     # metadata (namespaces, ReplicaSets, Jobs).
     serves_targets: ClassVar[bool] = True
@@ -164,13 +166,19 @@ class Kind(Generic[R]):
         """The node the object runs on (pages show it); None when it has none."""
         return None
 
+    def all_ports(self, record: R) -> tuple[tuple[str, Port], ...]:
+        """Every port the object declares, (name or "", port), for `ports: all`; a port
+        numbered 0 is a target at the bare IP (kubernetes_sd's container without ports)."""
+        return record.ports
+
     def same_attached(self, old: R, new: R) -> bool:
         """Whether two records of one object put the same labels on the targets they are
         attached to (``sd/kinds/relations.py``): a change that does not is not propagated."""
         return old == new
 
     def target_labels(self, record: R, ip: str, port: Port | None, port_name: str | None) -> dict[str, str]:
-        """Labels that depend on the target: the IP, and the named port when it was found."""
+        """Labels that depend on the target: the IP, and the port when it was found (by
+        name, or one of ``all_ports``) with its name ("" when it has none)."""
         return {}
 
     def instance(self, record: R) -> str | None:
