@@ -183,3 +183,65 @@ if __name__ == "__main__":
     nb = sum(len(orjson.dumps(o)) for o in ns)
     pb = sum(len(orjson.dumps(o)) for o in ps)
     print(f"5000 nodes: {nb / 1e6:.1f} MB JSON ({nb / 5000:.0f} B/node); 5000 pods: {pb / 1e6:.1f} MB ({pb / 5000:.0f} B/pod)")
+
+
+# -- attach_metadata: namespaces and workloads ------------------------------------------------
+# The same Fluentd pods spread over NAMESPACES namespaces, each namespace's pods owned by the
+# current ReplicaSet of one Deployment that keeps REVISIONS ReplicaSets (Kubernetes' default
+# revisionHistoryLimit: 10), and each namespace running JOBS Jobs of one CronJob.
+NAMESPACES = 50
+REVISIONS = 10
+JOBS = 10
+
+
+def namespace_name(k: int) -> str:
+    return f"team-{k:02d}"
+
+
+def namespace(k: int, revision: int = 0) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": namespace_name(k), "uid": f"uid-ns-{k}", "creationTimestamp": CREATED,
+                         "labels": {"kubernetes.io/metadata.name": namespace_name(k), "team": f"team-{k % 17}",
+                                    "cost-center": f"cc-{k % 7}", "environment": "production",
+                                    "bench.example/revision": str(revision)},
+                         "annotations": {"owner.example/contact": f"team-{k}@example.org"}},
+            "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}
+
+
+def _owned(kind: str, api_version: str, name: str, ns: str, owner_kind: str, owner: str) -> dict[str, Any]:
+    return {"apiVersion": api_version, "kind": kind,
+            "metadata": {"name": name, "namespace": ns, "uid": f"uid-{ns}-{name}", "creationTimestamp": CREATED,
+                         "labels": {"app": owner, "pod-template-hash": name[-10:]},
+                         "annotations": {"deployment.kubernetes.io/revision": "1"},
+                         "ownerReferences": [{"apiVersion": "apps/v1" if owner_kind == "Deployment" else "batch/v1",
+                                              "kind": owner_kind, "name": owner, "uid": f"uid-{ns}-{owner}",
+                                              "controller": True, "blockOwnerDeletion": True}]},
+            "spec": {"replicas": 0, "selector": {"matchLabels": {"app": owner}}},
+            "status": {"replicas": 0, "observedGeneration": 1}}
+
+
+def replicaset_name(k: int, revision: int) -> str:
+    return f"fluentd-{revision:04d}{k:06d}"
+
+
+def replicasets() -> list[dict[str, Any]]:
+    return [_owned("ReplicaSet", "apps/v1", replicaset_name(k, r), namespace_name(k), "Deployment", "fluentd")
+            for k in range(NAMESPACES) for r in range(REVISIONS)]
+
+
+def jobs() -> list[dict[str, Any]]:
+    return [_owned("Job", "batch/v1", f"nightly-{29000000 + j}", namespace_name(k), "CronJob", "nightly")
+            for k in range(NAMESPACES) for j in range(JOBS)]
+
+
+def namespaced_pods(n: int) -> list[dict[str, Any]]:
+    """``pods(n)``, pod i in namespace i % NAMESPACES, owned by that namespace's current ReplicaSet."""
+    out = []
+    for i in range(n):
+        obj = pod(i)
+        k = i % NAMESPACES
+        obj["metadata"]["namespace"] = namespace_name(k)
+        obj["metadata"]["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": replicaset_name(k, 0),
+                                               "uid": f"uid-rs-{k}", "controller": True, "blockOwnerDeletion": True}]
+        out.append(obj)
+    return out

@@ -29,8 +29,8 @@ class Entry:
     """One group of the body. Its JSON is ``data[start:end]`` of its block, ``start`` -1
     until it has been built."""
 
-    order: tuple[str, str]  # (object key, target): where it sorts
-    ip: str
+    order: tuple[str, ...]  # (object key, target, ...): where it sorts
+    claim: str  # what the index resolved for it (an IP, or an address)
     start: int = -1
     end: int = -1
     digest: int = 0  # blake2b-128 of the group's JSON, as an int
@@ -76,7 +76,7 @@ def etag(digest_sum: int, suffix: str = "") -> str:
 EMPTY = Body.of(b"[]", etag(0))
 
 
-def _order(entry: Entry) -> tuple[str, str]:
+def _order(entry: Entry) -> tuple[str, ...]:
     return entry.order
 
 
@@ -85,11 +85,11 @@ class Blocks:
 
     def __init__(self) -> None:
         self._blocks: list[_Block] = []
-        self._firsts: list[tuple[str, str]] = []  # each block's first entry's order, to find blocks
+        self._firsts: list[tuple[str, ...]] = []  # each block's first entry's order, to find blocks
         self.digest_sum = 0  # of the entries that have been built
         self._served: list[_Rendered] = []  # the blocks of the last render
 
-    def _find(self, order: tuple[str, str]) -> int:
+    def _find(self, order: tuple[str, ...]) -> int:
         return max(bisect_right(self._firsts, order) - 1, 0)
 
     def add(self, entry: Entry) -> None:

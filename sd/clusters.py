@@ -1,7 +1,7 @@
 """Several clusters: what the service holds per cluster, and a target set served over several.
 
-A ``Cluster`` is one cluster's side of the service: how to reach it, its node index for
-attached metadata (node names repeat across clusters) and its prober. A ``ClusterSets``
+A ``Cluster`` is one cluster's side of the service: how to reach it, its directories for
+attached metadata (node and namespace names repeat across clusters) and its prober. A ``ClusterSets``
 is one served set over several clusters: one ``TargetSet`` per cluster (its *part*: its
 own index, so the conflict rule applies within a cluster and never across, and every
 group labelled ``__meta_sd_cluster``), served one after another in cluster-name order.
@@ -18,9 +18,11 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Callable
 
-from sd.attach import NodeIndex
+from sd.attach import Directory
 from sd.body import EMPTY, Body, etag
 from sd.config import ClusterSettings, SetConfig
+from sd.gzip_body import GzipBody, compress
+from sd.shards import SHARD_COUNTS_KEPT
 from sd.status import SourceStatus
 from sd.targets import TargetSet
 
@@ -35,17 +37,20 @@ class Cluster:
     def __init__(self, name: str, settings: ClusterSettings | None) -> None:
         self.name = name
         self.settings = settings
-        self.nodes = NodeIndex()  # node metadata for its sets with attach_metadata: {node: true}
+        # Kind name → its objects, for its sets' attach_metadata.
+        self.directories: dict[str, Directory] = {}
         self.prober: Prober | None = None  # for its sets with ip_family: reachable
 
 
 def _inner(body: Body) -> list[bytes | memoryview]:
-    """A body's chunks without its enclosing ``[`` and ``]``; [] for an empty body."""
+    """A body's chunks without its enclosing ``[`` and ``]``; [] for an empty body. The chunks
+    between the first and the last are the body's own objects (the gzip body keeps the
+    segments of chunks it has seen)."""
     if body.length <= 2:
         return []
-    chunks = [memoryview(c) for c in body.chunks]
-    chunks[0] = chunks[0][1:]
-    chunks[-1] = chunks[-1][:-1]
+    chunks = list(body.chunks)
+    chunks[0] = memoryview(chunks[0])[1:]
+    chunks[-1] = memoryview(chunks[-1])[:-1]
     return [c for c in chunks if len(c)]
 
 
@@ -94,6 +99,8 @@ class ClusterSets:
         self._clock = clock
         self._since = clock()  # the sync timeout counts from here
         self._served = False
+        self._gzip = GzipBody()
+        self._gzipped: dict[int, dict[int, Body]] = {}  # N → I → shard I's gzip, since the last render
 
     # -- parts ------------------------------------------------------------------------
 
@@ -170,6 +177,8 @@ class ClusterSets:
         for part in self.parts.values():
             part.render()
         self.current = join([part.current for part in self.parts.values()])
+        self._gzip.render(self.current)
+        self._gzipped.clear()
         self.renders += 1
         self._decide()
         return True
@@ -185,6 +194,21 @@ class ClusterSets:
     def shard(self, shards: int, shard: int) -> Body:
         """The parts' shard bodies joined: the same groups as a shard of the whole body."""
         return join([part.shard(shards, shard) for part in self.parts.values()], f"-{shards}.{shard}")
+
+    def gzipped(self, selected: tuple[int, int] | None = None) -> Body:
+        """The gzip of the last rendered body, or of shard ``selected`` = (shards, shard): made
+        on the first request that asks after a render, then kept until the next (for at most
+        SHARD_COUNTS_KEPT shard counts, as the parts keep their shards)."""
+        if selected is None:
+            return self._gzip.of(self.current)
+        shards, shard = selected
+        kept = self._gzipped.pop(shards, {})
+        self._gzipped[shards] = kept  # most recently asked last
+        while len(self._gzipped) > SHARD_COUNTS_KEPT:
+            del self._gzipped[next(iter(self._gzipped))]
+        if shard not in kept:
+            kept[shard] = compress(self.shard(shards, shard))
+        return kept[shard]
 
     def __len__(self) -> int:
         return sum(len(part) for part in self.parts.values())

@@ -16,10 +16,11 @@ from typing import Any
 import yaml
 
 from sd.kinds import KINDS
+from sd.kinds.relations import RELATIONS
 from sd.selectors import SelectorError, parse_field_selector, parse_label_selector
 
-# A set's `source`: one of the registered kinds (sd/kinds/), by name.
-KindName = StrEnum("KindName", {name.upper(): name for name in KINDS})  # type: ignore[misc]
+# A set's `source`: one of the registered kinds (sd/kinds/) that serve targets, by name.
+KindName = StrEnum("KindName", {n.upper(): n for n, kind in KINDS.items() if kind.serves_targets})  # type: ignore[misc]
 
 
 class IPFamilyPolicy(StrEnum):
@@ -30,6 +31,13 @@ class IPFamilyPolicy(StrEnum):
     IPV6 = "ipv6"
     BOTH = "both"  # one target per family
     REACHABLE = "reachable"  # the families whose metrics endpoint answers a probe
+
+
+class PortsPolicy(StrEnum):
+    """Which of an object's ports a set serves."""
+
+    NAMED = "named"  # the one named by port_name (else `port`): one target per IP
+    ALL = "all"  # every declared container port, as kubernetes_sd's pod role does
 
 
 class StreamingList(StrEnum):
@@ -72,9 +80,19 @@ class ClusterSettings:
 
 @dataclass(frozen=True, slots=True)
 class AttachMetadata:
-    """Prometheus' ``attach_metadata``: ``node: true`` puts the pod's node labels on its targets."""
+    """Prometheus' ``attach_metadata`` (pod sets): the labels of the pod's node, its
+    namespace, and the names of its Deployment, Job and CronJob (``sd/kinds/relations.py``)."""
 
     node: bool = False
+    namespace: bool = False
+    deployment: bool = False
+    job: bool = False
+    cronjob: bool = False
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """The options set to true, in declaration order."""
+        return tuple(name for name in self.__slots__ if getattr(self, name))
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +112,7 @@ class SetConfig:
     scheme: Scheme | None = None
     annotations: tuple[str, ...] = ()  # annotation keys to serve, or "prefix/*"; others are never stored
     attach_metadata: AttachMetadata = field(default_factory=lambda: AttachMetadata())
+    ports: PortsPolicy = PortsPolicy.NAMED
     clusters: tuple[str, ...] = ()  # the clusters of the `clusters:` map it serves; (): all
     # With several clusters: how long the set waits for every cluster's first list before it
     # serves the clusters that have synced (at least one) and names the missing ones.
@@ -378,12 +397,22 @@ class _Validator:
         ip_family = self.choice(raw, path, "ip_family", IPFamilyPolicy, IPFamilyPolicy.PRIMARY)
         if ip_family is IPFamilyPolicy.REACHABLE and not kind.probes:
             self.bad(f"{path}.ip_family", f"reachable is not offered for {kind.name}; use primary, ipv4, ipv6 or both")
+        ports = self.choice(raw, path, "ports", PortsPolicy, PortsPolicy.NAMED) or PortsPolicy.NAMED
         port_name = raw.get("port_name")
         if port_name is not None and (not isinstance(port_name, str) or not port_name):
             self.bad(f"{path}.port_name", f"must be a port name (string), got {_show(port_name)}")
             port_name = None
         port = raw.get("port")
-        if port is None:
+        if ports is PortsPolicy.ALL:
+            if not kind.declares_ports:
+                self.bad(f"{path}.ports", f"all applies to sets whose objects declare ports (pods), not {kind.name}")
+            for key in ("port", "port_name"):
+                if raw.get(key) is not None:
+                    self.bad(f"{path}.{key}", "does not apply with ports: all (every declared port is served); remove it")
+            if ip_family is IPFamilyPolicy.REACHABLE:
+                self.bad(f"{path}.ip_family", "reachable probes the one named port; use it with ports: named")
+            port, port_name = 0, None
+        elif port is None:
             self.bad(f"{path}.port", "required: the port to scrape (the fallback when port_name is set)")
             port = 80
         elif not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
@@ -413,10 +442,13 @@ class _Validator:
                 self.bad(f"{path}.annotations[{i}]", f"an annotation key, or a prefix ending in '/*', got {_show(pattern)}")
         attach = AttachMetadata()
         raw_attach = raw.get("attach_metadata")
-        if raw_attach is not None and self.section(raw_attach, f"{path}.attach_metadata", AttachMetadata.__slots__):
-            attach = AttachMetadata(node=self.flag(raw_attach, f"{path}.attach_metadata", "node", False))
-            if attach.node and not kind.runs_on_nodes:
-                self.bad(f"{path}.attach_metadata.node", f"applies to sets whose objects run on a node (pods), not {kind.name}")
+        where = f"{path}.attach_metadata"
+        if raw_attach is not None and self.section(raw_attach, where, AttachMetadata.__slots__):
+            attach = AttachMetadata(**{key: self.flag(raw_attach, where, key, False) for key in AttachMetadata.__slots__})
+            offered = RELATIONS.get(kind.name, {})
+            for option in attach.options:
+                if option not in offered:
+                    self.bad(f"{where}.{option}", f"applies to pod sets (source: pods), not {kind.name}")
         names = self.strings(raw, path, "clusters")
         if "clusters" in raw and not clusters:
             self.bad(f"{path}.clusters", "needs the top-level clusters: map")
@@ -444,6 +476,7 @@ class _Validator:
             scheme=scheme,
             annotations=tuple(annotations),
             attach_metadata=attach,
+            ports=ports,
             clusters=tuple(dict.fromkeys(names)),
             cluster_sync_timeout_seconds=timeout,
         )

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Protocol
 
 from cachetools import TTLCache
 
-from sd.kinds import Kind, nodes
+from sd.kinds import Kind
 from sd.kinds.kind import Record
 from sd.kinds.labels import NOTHING, Allowlist
 from sd.kinds.reports import BAD_OBJECT
@@ -83,12 +83,8 @@ class ListWatch:
         return f"{kind.api_prefix}/namespaces/{self.namespace}/{kind.name}"
 
 
-# All nodes, unfiltered: what sets with attach_metadata: {node: true} read node labels from.
-ALL_NODES = ListWatch(nodes.KIND)
-
-
 class Reader(Protocol):
-    """What a feed hands records to: target sets, and the node index."""
+    """What a feed hands records to: target sets, and directories (``sd/attach.py``)."""
 
     def add_status(self, status: SourceStatus) -> None: ...
     def source_synced(self) -> None: ...

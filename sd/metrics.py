@@ -76,7 +76,10 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
             registry=r,
         )
-        self.requests = counter("http_requests_total", "HTTP requests, by route and status code.", "route", "code")
+        self.requests = counter(
+            "http_requests_total", "HTTP requests, by route, status code and content coding (identity, gzip).",
+            "route", "code", "encoding",
+        )
         self.request_seconds = Histogram(
             PREFIX + "http_request_duration_seconds",
             "HTTP request latency, by route.",

@@ -21,12 +21,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
-from sd.attach import NodeIndex
+from sd.attach import Directory
 from sd.clusters import Cluster, ClusterSets, Served
 from sd.config import Config, ConfigError, IPFamilyPolicy, SetConfig
-from sd.feed import ALL_NODES, Feed, ListWatch, Reader
+from sd.feed import Feed, ListWatch, Reader
 from sd.kinds import KINDS
 from sd.kinds.labels import NOTHING, Allowlist
+from sd.kinds.relations import RELATIONS, Relation
 from sd.kube.snapshot import read_snapshot
 from sd.metrics import Metrics
 from sd.renderer import Renderer
@@ -43,30 +44,44 @@ log = logging.getLogger("sd.service")
 Driver = Callable[[Feed], Callable[[], Awaitable[None]]]
 
 
-def plan(config: Config, sets: dict[str, TargetSet], nodes: NodeIndex) -> dict[ListWatch, list[Reader]]:
-    """Each distinct list/watch the config needs, with what reads it: sets, and the node
-    index when some set attaches node metadata (fed by the one unfiltered node watch,
-    which a node set without selectors shares)."""
+def relations(config: Config) -> dict[str, list[Relation]]:
+    """The attach_metadata options each set uses, by set name."""
+    return {
+        name: [RELATIONS[sc.source][option] for option in sc.attach_metadata.options]
+        for name, sc in config.targets.items()
+    }
+
+
+def watched_kinds(config: Config) -> set[str]:
+    """The kinds whose objects some set attaches metadata of (one directory each)."""
+    return {r.kind.name for rs in relations(config).values() for r in rs if r.kind is not None}
+
+
+def plan(config: Config, sets: dict[str, TargetSet], directories: dict[str, Directory]) -> dict[ListWatch, list[Reader]]:
+    """Each distinct list/watch the config needs, with what reads it: sets, and the
+    directory of each kind some set attaches metadata of, fed by one unfiltered watch of
+    all its objects (which a set of that kind without selectors shares: the node set)."""
     readers: dict[ListWatch, list[Reader]] = {}
     for name, sc in config.targets.items():
         for ns in sc.namespaces or (None,):
             lw = ListWatch(KINDS[sc.source], ns, sc.label_selector, sc.field_selector)
             readers.setdefault(lw, []).append(sets[name])
-    if any(sc.attach_metadata.node for sc in config.targets.values()):
-        readers.setdefault(ALL_NODES, []).append(nodes)
+    for kind_name in sorted(watched_kinds(config)):
+        readers.setdefault(ListWatch(KINDS[kind_name]), []).append(directories[kind_name])
     return readers
 
 
-def annotations_for(lw: ListWatch, readers: list[Reader], sets: dict[str, TargetSet]) -> Allowlist:
-    """The annotations a list/watch's feed must keep: what its sets list, and for the node
-    index what the sets attached to it list."""
+def annotations_for(readers: list[Reader], sets: dict[str, TargetSet], attaching: dict[str, list[Relation]]) -> Allowlist:
+    """The annotations a list/watch's feed must keep: what its sets list, and for a
+    directory what the sets attaching its kind list."""
     allow = NOTHING
     for reader in readers:
-        allow |= reader.annotations if isinstance(reader, TargetSet) else NOTHING
-    if lw == ALL_NODES and any(isinstance(r, NodeIndex) for r in readers):
-        for ts in sets.values():
-            if ts.config.attach_metadata.node:
-                allow |= ts.annotations
+        if isinstance(reader, TargetSet):
+            allow |= reader.annotations
+        elif isinstance(reader, Directory):
+            for name, options in attaching.items():
+                if any(r.kind is reader.kind for r in options):
+                    allow |= sets[name].annotations
     return allow
 
 
@@ -127,19 +142,21 @@ class Service:
                 ts.detach()
         wanted: dict[tuple[str, ListWatch], list[Reader]] = {}
         annotations: dict[tuple[str, ListWatch], Allowlist] = {}
+        to_attach: list[tuple[Cluster, dict[str, TargetSet], dict[str, list[Relation]]]] = []
         for cluster in clusters.values():
             parts = self._parts(config, cluster, sets)
-            served = {n: sc for n, sc in config.targets.items() if n in parts}
-            if not any(sc.attach_metadata.node for sc in served.values()):
-                # Nothing will feed the node index: it would go stale, so it is dropped, and a
-                # set that attaches again later gets a new one, filled from the node watch.
-                cluster.nodes = NodeIndex()
-            for lw, readers in plan(replace(config, targets=served), parts, cluster.nodes).items():
+            served = replace(config, targets={n: sc for n, sc in config.targets.items() if n in parts})
+            # A directory no set attaches would go stale (nothing feeds it): it is dropped, and
+            # a set that attaches that kind again later gets a new one, filled from a new watch.
+            needed = watched_kinds(served)
+            cluster.directories = {k: d for k, d in cluster.directories.items() if k in needed}
+            for kind_name in needed:
+                cluster.directories.setdefault(kind_name, Directory(KINDS[kind_name]))
+            attaching = relations(served)
+            for lw, readers in plan(served, parts, cluster.directories).items():
                 wanted[(cluster.name, lw)] = readers
-                annotations[(cluster.name, lw)] = annotations_for(lw, readers, parts)
-            for name, sc in served.items():
-                if sc.attach_metadata.node and parts[name].attached is None:
-                    parts[name].attach(cluster.nodes)
+                annotations[(cluster.name, lw)] = annotations_for(readers, parts, attaching)
+            to_attach.append((cluster, parts, attaching))
         for key, readers in wanted.items():
             feed = self.feeds.get(key)
             if feed is None or self.clusters.get(key[0]) is not clusters[key[0]]:
@@ -151,6 +168,13 @@ class Service:
                 # Its records were parsed keeping fewer annotations, and the others were
                 # never stored: only a new list brings them.
                 self._relist.add(key)
+        # After the feeds: a set attached to a directory waits for the directory's source.
+        for cluster, parts, attaching in to_attach:
+            for name, options in attaching.items():
+                ts = parts[name]
+                if options and not ts.attached:  # a new set (a kept one is attached already)
+                    for relation in options:
+                        ts.attach(relation, cluster.directories[relation.kind.name] if relation.kind is not None else None)
         for key in [key for key in self.feeds if key not in wanted]:
             del self.feeds[key]
         for name, cluster in self.clusters.items():

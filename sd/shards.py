@@ -1,6 +1,6 @@
 """Shard bodies: a share of a set's rendered body, the groups whose target ``t`` has
 ``hashmod(t, N) == I`` (Prometheus' relabel ``hashmod`` on ``__address__``), labels and
-order unchanged, each with its own ETag."""
+order unchanged, each with its own ETag, and its gzip when asked (once per render)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import hashlib
 from collections import OrderedDict
 
 from sd.body import Blocks, Body, etag
+from sd.gzip_body import compress
 
 # Shard counts whose shard bodies are kept per render, least recently asked evicted: a
 # client walking through many values of N costs CPU, never memory beyond this many
@@ -23,25 +24,36 @@ def hashmod(value: str, modulus: int) -> int:
 
 class Shards:
     """The shard bodies of the last render of ``blocks``: all N are cut from the body's
-    spans together, at most once per render and shard count (``clear`` after a render)."""
+    spans together, at most once per render and shard count (``clear`` after a render); a
+    shard's gzip at most once per render, when first asked."""
 
     def __init__(self, blocks: Blocks) -> None:
         self._blocks = blocks
-        self._cut: OrderedDict[int, list[Body]] = OrderedDict()  # N → its shards' bodies
+        # N → its shards' bodies, and their gzip bodies once asked for
+        self._cut: OrderedDict[int, tuple[list[Body], list[Body | None]]] = OrderedDict()
 
     def clear(self) -> None:
         self._cut.clear()
 
     def body(self, shards: int, shard: int) -> Body:
-        parts = self._cut.get(shards)
-        if parts is None:
-            parts = self._split(shards)
-            self._cut[shards] = parts
+        return self._parts(shards)[0][shard]
+
+    def gzip(self, shards: int, shard: int) -> Body:
+        parts, gzipped = self._parts(shards)
+        gz = gzipped[shard]
+        if gz is None:
+            gz = gzipped[shard] = compress(parts[shard])
+        return gz
+
+    def _parts(self, shards: int) -> tuple[list[Body], list[Body | None]]:
+        cut = self._cut.get(shards)
+        if cut is None:
+            cut = self._cut[shards] = (self._split(shards), [None] * shards)
             while len(self._cut) > SHARD_COUNTS_KEPT:
                 self._cut.popitem(last=False)
         else:
             self._cut.move_to_end(shards)
-        return parts[shard]
+        return cut
 
     def __len__(self) -> int:
         """How many shard counts are kept."""

@@ -68,7 +68,7 @@ def statuses(sets: Iterable[Served]) -> dict[str, SourceStatus]:
 def targets_by_family(ts: Served) -> dict[IPFamily, int]:
     counts = dict.fromkeys(IPFamily, 0)
     for _, part in parts(ts):
-        for ip in part.ips():
+        for ip, _ in part.targets():
             counts[ip_family(ip)] += 1
     return counts
 
@@ -122,24 +122,25 @@ def address_order(ip: str) -> bytes:
 
 
 def explain(ts: Served) -> dict[str, Any]:
-    """Every served IP (in address order; by cluster first over several clusters) with its
-    target, family, winner (its node, instance and Kubernetes labels) and why the others
-    lost; the indexed objects that are not candidates and why; bad data skipped by its
-    sources; probe results. Over several clusters every entry names its cluster, and
-    ``clusters`` says which have synced. For people, not Prometheus."""
+    """Every served IP (in address order; with ``ports: all``, every address; by cluster first
+    over several clusters) with its target, family, winner (its node, instance and Kubernetes
+    labels) and why the others lost; the indexed objects that are not candidates and why; bad
+    data skipped by its sources; probe results. Over several clusters every entry names its
+    cluster, and ``clusters`` says which have synced. For people, not Prometheus."""
     ips: list[dict[str, Any]] = []
     excluded: list[dict[str, Any]] = []
     probes: list[dict[str, Any]] = []
     for cluster, part in parts(ts):
         named = {"cluster": cluster} if cluster else {}
         index, kind = part.index, part.kind
-        for ip in sorted(index.winners, key=address_order):
-            winner, *losers = index.candidates(ip)
+        for claim in sorted(index.winners, key=lambda c: (address_order(part.ip_of(c)), c)):
+            winner, *losers = index.candidates(claim)
+            ip = part.ip_of(claim)
             ips.append(
                 {
                     **named,
                     "ip": ip,
-                    "target": part.target(ip),
+                    "target": part.target(claim),
                     "family": str(ip_family(ip)),
                     "winner": winner.key,
                     "node": kind.node_of(winner),
@@ -153,7 +154,7 @@ def explain(ts: Served) -> dict[str, Any]:
             if reason is None and index.claims(key):
                 continue
             record = index.records[key]
-            why = NO_ADDRESS_WHY if reason is None else kind.why_excluded[reason](record)
+            why = NO_ADDRESS_WHY if reason is None else part.why_excluded(reason, record)
             excluded.append({**named, "object": key, "reason": reason or NO_ADDRESS, "why": why})
         if part.prober is not None:
             probes += [

@@ -250,7 +250,7 @@ class ControlPlane(_Process):
         return resp.json()
 
     def create(self, obj: dict[str, Any]) -> dict[str, Any]:
-        """Create a Node, Pod or Namespace from a factory dict, then set its status through the
+        """Create a Node, Pod, Namespace or workload from a factory dict, then set its status through the
         ``status`` subresource (creation ignores it), as a kubelet would."""
         path, body = creation(obj)
         created = self.request("POST", path, body)
@@ -311,9 +311,16 @@ def creation(obj: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return collection(obj["kind"], meta.get("namespace")), body
 
 
+_COLLECTIONS = {  # kind → (API path, resource)
+    "Node": ("/api/v1", "nodes"), "Pod": ("/api/v1", "pods"), "Namespace": ("/api/v1", "namespaces"),
+    "Secret": ("/api/v1", "secrets"), "Deployment": ("/apis/apps/v1", "deployments"),
+    "ReplicaSet": ("/apis/apps/v1", "replicasets"), "Job": ("/apis/batch/v1", "jobs"), "CronJob": ("/apis/batch/v1", "cronjobs"),
+}
+
+
 def collection(kind: str, namespace: str | None = None) -> str:
-    plural = {"Node": "nodes", "Pod": "pods", "Namespace": "namespaces", "Secret": "secrets"}[kind]
-    return f"/api/v1/namespaces/{namespace}/{plural}" if namespace else f"/api/v1/{plural}"
+    prefix, plural = _COLLECTIONS[kind]
+    return f"{prefix}/namespaces/{namespace}/{plural}" if namespace else f"{prefix}/{plural}"
 
 
 def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:

@@ -128,3 +128,36 @@ def with_ready(obj: dict[str, Any], status: str) -> dict[str, Any]:
         if cond["type"] == "Ready":
             cond["status"] = status
     return out
+
+
+def make_namespace(name: str, labels: dict[str, str] | None = None, annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": name, "uid": f"uid-{name}", "labels": labels or {}, "annotations": annotations or {}}}
+
+
+# Workload kinds: API version, and whether the pod template sits in a jobTemplate.
+_WORKLOADS = {"Deployment": "apps/v1", "ReplicaSet": "apps/v1", "Job": "batch/v1", "CronJob": "batch/v1"}
+
+
+def owner_reference(owner: dict[str, Any]) -> dict[str, Any]:
+    """A controller ownerReference to ``owner`` (an object as the API server returned it)."""
+    return {"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": owner["metadata"]["name"],
+            "uid": owner["metadata"]["uid"], "controller": True}
+
+
+def make_workload(kind: str, name: str, namespace: str, owner: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A Deployment, ReplicaSet, Job or CronJob as a user or its controller would create it (the
+    smallest valid spec), controlled by ``owner`` (as the API server returned it) if given."""
+    template = {"metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "app", "image": "registry.example/app:v1"}]}}
+    if kind in ("Job", "CronJob"):
+        template["spec"]["restartPolicy"] = "Never"
+        spec: dict[str, Any] = {"template": template}
+        if kind == "CronJob":
+            spec = {"schedule": "0 3 * * *", "jobTemplate": {"spec": spec}}
+    else:
+        spec = {"replicas": 1, "selector": {"matchLabels": {"app": name}}, "template": template}
+    meta: dict[str, Any] = {"name": name, "namespace": namespace, "labels": {"app": name}}
+    if owner is not None:
+        meta["ownerReferences"] = [owner_reference(owner)]
+    return {"apiVersion": _WORKLOADS[kind], "kind": kind, "metadata": meta, "spec": spec}

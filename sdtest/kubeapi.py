@@ -1,4 +1,5 @@
-"""A fake Kubernetes API server (core/v1 Nodes and Pods) for tests and benchmarks.
+"""A fake Kubernetes API server (core/v1 Nodes, Pods and Namespaces, apps/v1 ReplicaSets,
+batch/v1 Jobs) for tests and benchmarks.
 
 `FakeKubeAPI` is a real HTTP(S) server on loopback that speaks the list/watch protocol the
 way kube-apiserver does: one global resourceVersion, consistent paginated lists, watches with
@@ -58,17 +59,33 @@ _NODE_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
+_NAMESPACE_FIELDS: dict[str, tuple[str, ...]] = {"metadata.name": ("metadata", "name"), "status.phase": ("status", "phase")}
+_NAMESPACED_FIELDS: dict[str, tuple[str, ...]] = {
+    "metadata.name": ("metadata", "name"),
+    "metadata.namespace": ("metadata", "namespace"),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class _Resource:
     kind: str
     plural: str
     namespaced: bool
     fields: dict[str, tuple[str, ...]]
+    api_version: str = "v1"  # "apps/v1": served under /apis/apps/v1
+
+    @property
+    def prefix(self) -> list[str]:
+        """The path segments its collections are served under."""
+        return ["api", "v1"] if self.api_version == "v1" else ["apis", *self.api_version.split("/")]
 
 
 _RESOURCES: dict[str, _Resource] = {
     "Node": _Resource("Node", "nodes", False, _NODE_FIELDS),
     "Pod": _Resource("Pod", "pods", True, _POD_FIELDS),
+    "Namespace": _Resource("Namespace", "namespaces", False, _NAMESPACE_FIELDS),
+    "ReplicaSet": _Resource("ReplicaSet", "replicasets", True, _NAMESPACED_FIELDS, "apps/v1"),
+    "Job": _Resource("Job", "jobs", True, _NAMESPACED_FIELDS, "batch/v1"),
 }
 
 _REASONS = {
@@ -149,7 +166,7 @@ class _Version:
     @property
     def obj(self) -> bytes:
         """JSON with kind/apiVersion first, as watch events and GETs carry it."""
-        return b'{"kind":"%s","apiVersion":"v1",' % self.kind.encode() + self.body
+        return b'{"kind":"%s","apiVersion":"%s",' % (self.kind.encode(), _RESOURCES[self.kind].api_version.encode()) + self.body
 
 
 def _make_version(kind: str, obj: dict[str, Any], rv: int) -> _Version:
@@ -183,7 +200,7 @@ _EVENT_TAIL = b"}\n"
 
 @functools.cache
 def _event_head(etype: bytes, kind: str) -> bytes:
-    return b'{"type":"%s","object":{"kind":"%s","apiVersion":"v1",' % (etype, kind.encode())
+    return b'{"type":"%s","object":{"kind":"%s","apiVersion":"%s",' % (etype, kind.encode(), _RESOURCES[kind].api_version.encode())
 
 
 def _event_pieces(etype: bytes, v: _Version) -> _Pieces:
@@ -417,7 +434,7 @@ def _decode_token(token: str) -> dict[str, Any]:
 
 
 class FakeKubeAPI:
-    """A loopback kube-apiserver double for core/v1 Nodes and Pods (see module docstring)."""
+    """A loopback kube-apiserver double for the kinds sd/kinds watches (see module docstring)."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *,
                  tls: tuple[str, str] | None = None, tokens: set[str] | None = None,
@@ -894,16 +911,19 @@ class FakeKubeAPI:
                                    "serverAddress": f"{self.host}:{self.port}"}]})
             case ["api", "v1"]:
                 return _json(self._discovery())
-            case ["api", "v1", "nodes"]:
-                return await self._collection(request, query, _RESOURCES["Node"], None, watch)
-            case ["api", "v1", "pods"]:
-                return await self._collection(request, query, _RESOURCES["Pod"], None, watch)
-            case ["api", "v1", "namespaces", ns, "pods"]:
-                return await self._collection(request, query, _RESOURCES["Pod"], ns, watch)
-            case ["api", "v1", "nodes", name]:
-                return self._get_one("Node", name, None)
-            case ["api", "v1", "namespaces", ns, "pods", name]:
-                return self._get_one("Pod", name, ns)
+        for res in _RESOURCES.values():
+            n = len(res.prefix)
+            if parts[:n] != res.prefix:
+                continue
+            match parts[n:]:
+                case [plural] if plural == res.plural:
+                    return await self._collection(request, query, res, None, watch)
+                case ["namespaces", ns, plural] if plural == res.plural and res.namespaced:
+                    return await self._collection(request, query, res, ns, watch)
+                case [plural, name] if plural == res.plural and not res.namespaced:
+                    return self._get_one(res.kind, name, None)
+                case ["namespaces", ns, plural, name] if plural == res.plural and res.namespaced:
+                    return self._get_one(res.kind, name, ns)
         return _status(404, "the server could not find the requested resource")
 
     def _take_fault(self, path_qs: str) -> _Fault | None:
@@ -927,7 +947,7 @@ class FakeKubeAPI:
             "resources": [
                 {"name": r.plural, "singularName": r.kind.lower(), "namespaced": r.namespaced,
                  "kind": r.kind, "verbs": verbs}
-                for r in _RESOURCES.values()
+                for r in _RESOURCES.values() if r.api_version == "v1"
             ],
         }
 

@@ -4,6 +4,7 @@ HTTP layer reads (bodies, shards, readiness) and people see (explain, /metrics).
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from sd.clusters import ClusterSets
-from sd.config import ClusterSettings, Config, ConfigError, KubeSettings, default_config, parse_config
+from sd.config import AttachMetadata, ClusterSettings, Config, ConfigError, KubeSettings, default_config, parse_config
 from sd.kinds.labels import CLUSTER_LABEL
 from sd.metrics import Metrics
 from sd.service import Service, load_snapshot
@@ -274,3 +275,27 @@ def test_check_config_names_the_clusters_and_serve_refuses_what_cannot_reach_the
     config.write_text(f"clusters:\n  east: {{kubeconfig: {kc}}}\n  west: {{kubeconfig: {broken}}}\n")
     done = run_cli("serve", "--config", str(config), "--listen", "127.0.0.1:0")
     assert done.returncode == 1 and f"clusters.west: kubeconfig {broken}: cannot load:" in done.stderr
+
+
+def test_attached_node_labels_come_from_the_pods_own_cluster():
+    config = multi("east", "west")
+    config.targets["fluentd"] = replace(config.targets["fluentd"], attach_metadata=AttachMetadata(node=True))
+    service = Service(config, Metrics(clusters=True))
+    for cluster in ("east", "west"):
+        feed_cluster(service, cluster, [make_node("same", ["192.0.2.1"], labels={"zone": cluster}),
+                                        make_pod("fluentd-1", ["192.0.2.50"], node="same")])
+    zones = {(g["labels"][CLUSTER_LABEL], g["labels"].get("__meta_kubernetes_node_label_zone"))
+             for g in json.loads(service.sets["fluentd"].body)}
+    assert zones == {("east", "east"), ("west", "west")}
+
+
+def test_the_gzip_of_a_set_over_several_clusters_decodes_to_its_body():
+    service = Service(multi("east", "west"), Metrics(clusters=True))
+    feed_cluster(service, "east", EAST)
+    feed_cluster(service, "west", WEST)
+    ts = service.sets["kubelet"]
+    assert gzip.decompress(bytes(ts.gzipped())) == ts.body
+    for i in range(2):
+        assert gzip.decompress(bytes(ts.gzipped((2, i)))) == bytes(ts.shard(2, i))
+    feed_cluster(service, "west", WEST[1:])
+    assert gzip.decompress(bytes(ts.gzipped())) == ts.body  # made again after the render

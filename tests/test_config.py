@@ -243,13 +243,18 @@ def test_a_malformed_kubeconfig_is_one_line_naming_the_file(tmp_path, content, m
 
 
 def test_attach_metadata_is_for_pod_sets_and_annotation_patterns_are_checked():
-    assert problems({"targets": {"k": {"source": "nodes", "port": 1, "attach_metadata": {"node": True}}}}) == [
-        "config/sd.yaml: targets.k.attach_metadata.node: applies to sets whose objects run on a node (pods), not nodes"
+    assert problems({"targets": {"k": {"source": "nodes", "port": 1,
+                                        "attach_metadata": {"node": True, "namespace": True, "job": False, "cronjob": "yes"}}}}) == [
+        "config/sd.yaml: targets.k.attach_metadata.cronjob: must be true or false, got 'yes'",
+        "config/sd.yaml: targets.k.attach_metadata.node: applies to pod sets (source: pods), not nodes",
+        "config/sd.yaml: targets.k.attach_metadata.namespace: applies to pod sets (source: pods), not nodes",
     ]
     assert problems({"targets": {"p": {"source": "pods", "port": 1, "annotations": ["a*b", "prefix*"], "attach_metadata": {"nod": 1}}}}) == [
         "config/sd.yaml: targets.p.annotations[0]: an annotation key, or a prefix ending in '/*', got 'a*b'",
         "config/sd.yaml: targets.p.annotations[1]: an annotation key, or a prefix ending in '/*', got 'prefix*'",
-        "config/sd.yaml: targets.p.attach_metadata.nod: unknown setting (known: node)",
+        "config/sd.yaml: targets.p.attach_metadata.nod: unknown setting (known: cronjob, deployment, job, namespace, node)",
     ]
     config = parse_config({"targets": {"p": {"source": "pods", "port": 1, "annotations": ["prometheus.io/*"], "attach_metadata": {"node": True}}}})
     assert config.targets["p"].attach_metadata.node and config.targets["p"].annotations == ("prometheus.io/*",)
+    workloads = parse_config({"targets": {"p": {"source": "pods", "port": 1, "attach_metadata": {"deployment": True, "cronjob": True}}}})
+    assert workloads.targets["p"].attach_metadata.options == ("deployment", "cronjob")

@@ -408,7 +408,7 @@ def test_every_deploy_yaml_parses_and_each_object_has_api_version_kind_and_name(
             assert doc.get("apiVersion"), f"{path}: a document has no apiVersion"
             assert doc.get("kind"), f"{path}: a document has no kind"
             if is_kustomization(path):
-                assert doc["kind"] == "Kustomization", f"{path}: kind is {doc['kind']}"
+                assert doc["kind"] in ("Kustomization", "Component"), f"{path}: kind is {doc['kind']}"
             else:
                 assert doc.get("metadata", {}).get("name"), f"{path}: a {doc['kind']} has no metadata.name"
 
@@ -517,19 +517,44 @@ def test_prometheus_operator_kustomization_builds():
 # ------------------------------------------------------------------------------- RBAC
 
 
-def test_clusterrole_grants_exactly_the_resources_and_verbs_the_code_uses():
-    from sd.kinds import KINDS, VERBS
+def granted(rules: list[dict]) -> set[tuple[str, str]]:
+    """(API group, resource) of every rule, each checked to grant exactly the informer's verbs."""
+    from sd.kinds import VERBS
 
-    role = the_object("ClusterRole", "kube-http-sd")
-    rules = role["rules"]
-    assert rules, "ClusterRole kube-http-sd has no rules"
-    resources: set[str] = set()
+    found: set[tuple[str, str]] = set()
     for rule in rules:
-        assert rule.get("apiGroups") == [""], f"rule outside the core API group: {rule}"
         assert set(rule) <= {"apiGroups", "resources", "verbs"}, f"rule with resourceNames/nonResourceURLs: {rule}"
         assert set(rule["verbs"]) == set(VERBS), f"verbs {rule['verbs']} != {sorted(VERBS)}"
-        resources |= set(rule["resources"])
-    assert resources == {kind.name for kind in KINDS.values()}
+        found |= {(group, resource) for group in rule["apiGroups"] for resource in rule["resources"]}
+    return found
+
+
+def test_clusterrole_grants_exactly_the_resources_and_verbs_the_code_uses():
+    from sd.kinds import KINDS
+
+    role = the_object("ClusterRole", "kube-http-sd")
+    assert role["rules"], "ClusterRole kube-http-sd has no rules"
+    # Least privilege by default: only what target sets read (nodes, pods), in the core group.
+    assert granted(role["rules"]) == {(k.api_group, k.name) for k in KINDS.values() if k.serves_targets}
+
+
+def test_the_attach_metadata_component_adds_exactly_the_kinds_watched_for_attached_metadata(tmp_path):
+    from sd.kinds import KINDS
+
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
+        "resources": [os.path.relpath(VARIANTS["standalone"], overlay)],
+        "components": [os.path.relpath(KUBE_DIR / "attach-metadata", overlay)],
+    }))
+    kubectl = require_tool("kubectl", "the machine image ships it; kubectl kustomize works offline")
+    result = subprocess.run([kubectl, "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(overlay)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    (role,) = [d for d in yaml.safe_load_all(result.stdout) if d and d["kind"] == "ClusterRole"]
+    base = granted(the_object("ClusterRole", "kube-http-sd")["rules"])
+    assert granted(role["rules"]) - base == {(k.api_group, k.name) for k in KINDS.values() if not k.serves_targets}
+    assert base <= granted(role["rules"])
 
 
 def test_no_role_can_write_use_wildcards_or_read_secrets():

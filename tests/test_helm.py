@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -197,6 +198,23 @@ def test_rendered_rbac_equals_the_kustomize_base(tmp_path):
         assert [r["rules"] for r in roles] == [base[("ClusterRole", "kube-http-sd")]["rules"]], name
 
 
+def test_rbac_attach_metadata_adds_the_rules_of_the_kustomize_component(tmp_path):
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    kube = ROOT / "deploy" / "kubernetes"
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
+        "resources": [os.path.relpath(kube / "base", overlay)],
+        "components": [os.path.relpath(kube / "attach-metadata", overlay)],
+    }))
+    done = subprocess.run([program("kubectl"), "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(overlay)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    theirs = by_key([d for d in yaml.safe_load_all(done.stdout) if d])[("ClusterRole", "kube-http-sd")]["rules"]
+    ours = by_key(template(tmp_path, {"rbac": {"attachMetadata": True}}))[("ClusterRole", "kube-http-sd")]["rules"]
+    assert ours == theirs
+    assert len(ours) == 4, "nodes and pods, then namespaces, replicasets and jobs"
+
+
 @pytest.mark.parametrize("overlay, shards", [("prometheus-operator", 0), ("prometheus-operator-sharded", 2)])
 def test_operator_objects_are_deploy_prometheus_operators(tmp_path, overlay, shards):
     """scrapeConfigs/serviceMonitor render what deploy/prometheus-operator(-sharded) applies: the
@@ -303,10 +321,21 @@ def test_a_set_given_null_is_removed_and_the_others_keep_their_defaults(tmp_path
     assert config["targets"]["kubelet"] == {**defaults, "port": 10255}
 
 
+def test_every_port_of_the_fluentd_set_as_docs_helm_md_says_passes_check_config(tmp_path):
+    docs = template(tmp_path, {"config": {"targets": {"fluentd": {"ports": "all", "port": None, "port_name": None}}}})
+    local = tmp_path / "sd.yaml"
+    local.write_text(by_key(docs)[("ConfigMap", "kube-http-sd")]["data"]["sd.yaml"])
+    assert yaml.safe_load(local.read_text())["targets"]["fluentd"]["ports"] == "all"
+    done = subprocess.run([sys.executable, "-m", "sd", "check-config", "--config", str(local)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 BAD_VALUES = [
     ({"mode": "daemonset"}, "/mode", "value must be one of 'standalone', 'sidecar'"),
     ({"config": {"targets": {"kubelet": {"port": 0}}}}, "/config/targets/kubelet/port", "minimum: got 0, want 1"),
     ({"config": {"targets": {"fluentd": {"ip_family": "dual"}}}}, "/config/targets/fluentd/ip_family", "value must be one of"),
+    ({"config": {"targets": {"fluentd": {"ports": "every"}}}}, "/config/targets/fluentd/ports", "value must be one of"),
     ({"config": {"kubernetes": {"pagesize": 100}}}, "/config/kubernetes", "additional properties 'pagesize' not allowed"),
     ({"scrapeConfigs": {"shards": -1}}, "/scrapeConfigs/shards", "minimum: got -1, want 0"),
     ({"scrapeConfigs": {"refreshInterval": "30"}}, "/scrapeConfigs/refreshInterval", "does not match pattern"),

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import http.client
 import json
 import socket
+import subprocess
+import zlib
 
 import httpx
 import pytest
@@ -62,10 +65,99 @@ def test_etag_and_if_none_match_give_304(server):
 
 
 def test_head_returns_headers_without_body(server):
-    resp = httpx.head(server.base + "/targets/kubelet", timeout=5)
+    plain = {"Accept-Encoding": "identity"}
+    resp = httpx.head(server.base + "/targets/kubelet", timeout=5, headers=plain)
     assert resp.status_code == 200
     assert resp.content == b""
-    assert int(resp.headers["content-length"]) == len(server.get("/targets/kubelet").content)
+    assert int(resp.headers["content-length"]) == len(server.get("/targets/kubelet", headers=plain).content)
+
+
+# -- gzip ---------------------------------------------------------------------------
+
+
+def raw(server, path: str, headers: dict[str, str] | None = None, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and the body as sent (never decoded), over a plain socket client that
+    adds no header of its own (no Accept-Encoding unless given)."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    try:
+        conn.request(method, path, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def one_member(data: bytes) -> bytes:
+    """Decode ``data`` as one gzip member, as curl and Chromium do (they stop after the first)."""
+    decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    plain = decoder.decompress(data) + decoder.flush()
+    assert decoder.eof and decoder.unused_data == b"", "exactly one gzip member"
+    return plain
+
+
+@pytest.mark.parametrize("path", ["/targets/kubelet", "/targets/fluentd", "/targets/fluentd?shards=3&shard=1"])
+def test_no_accept_encoding_gets_the_plain_bytes_and_gzip_gets_them_compressed(server, path):
+    status, plain_headers, plain = raw(server, path)  # as Prometheus asks: no Accept-Encoding
+    assert status == 200 and "content-encoding" not in plain_headers and plain.startswith(b"[")
+    assert plain_headers["vary"] == "Accept-Encoding" and int(plain_headers["content-length"]) == len(plain)
+    status, headers, body = raw(server, path, {"Accept-Encoding": "gzip"})
+    assert status == 200 and headers["content-encoding"] == "gzip" and headers["vary"] == "Accept-Encoding"
+    assert headers["content-type"] == "application/json"
+    assert one_member(body) == plain and int(headers["content-length"]) == len(body) < len(plain)
+    assert headers["etag"] == f'W/{plain_headers["etag"][:-1]}+gzip"', "its own ETag, derived from the plain one"
+    assert raw(server, path, {"Accept-Encoding": "gzip"})[2] == body, "the same bytes for every request of a render"
+
+
+def test_etags_304_and_head_per_encoding(server):
+    path, gz = "/targets/fluentd", {"Accept-Encoding": "gzip, deflate"}
+    _, plain_headers, _ = raw(server, path)
+    _, gz_headers, gz_body = raw(server, path, gz)
+    for headers, asked in ((plain_headers, {}), (gz_headers, gz)):
+        status, got, body = raw(server, path, {**asked, "If-None-Match": headers["etag"]})
+        assert status == 304 and body == b""
+        assert got["etag"] == headers["etag"] and got["vary"] == "Accept-Encoding", "a 304 keeps ETag and Vary"
+    # An ETag of the other encoding is another representation: the full answer.
+    status, got, body = raw(server, path, {"If-None-Match": gz_headers["etag"]})
+    assert status == 200 and "content-encoding" not in got
+    status, got, body = raw(server, path, {**gz, "If-None-Match": plain_headers["etag"]})
+    assert status == 200 and got["content-encoding"] == "gzip" and body == gz_body
+    status, got, body = raw(server, path, gz, method="HEAD")
+    assert status == 200 and body == b"" and int(got["content-length"]) == len(gz_body)
+    assert got["content-encoding"] == "gzip" and got["etag"] == gz_headers["etag"]
+
+
+@pytest.mark.parametrize(
+    ("accept_encoding", "encoding"),
+    [("gzip;q=0", None), ("identity", None), ("br", None), ("*", "gzip"), ("x-gzip", "gzip"), ("gzip;q=0.5, identity", None)],
+)
+def test_accept_encoding_q_values_identity_and_star(server, accept_encoding, encoding):
+    status, headers, _ = raw(server, "/targets/kubelet", {"Accept-Encoding": accept_encoding})
+    assert status == 200 and headers.get("content-encoding") == encoding
+
+
+def test_refusing_both_gzip_and_identity_is_a_406(server):
+    status, headers, body = raw(server, "/targets/kubelet", {"Accept-Encoding": "gzip;q=0, *;q=0"})
+    assert status == 406 and json.loads(body)["error"] == "Accept-Encoding refuses both codings served: gzip and identity"
+
+
+def test_requests_are_counted_by_encoding(server):
+    def count(encoding: str) -> float:
+        line = f'kube_http_sd_http_requests_total{{code="200",encoding="{encoding}",route="/targets/{{name}}"}} '
+        return next((float(x.split()[-1]) for x in server.get("/metrics").text.splitlines() if x.startswith(line)), 0.0)
+
+    before = count("gzip"), count("identity")
+    raw(server, "/targets/kubelet", {"Accept-Encoding": "gzip"})
+    raw(server, "/targets/kubelet")
+    raw(server, "/targets/kubelet")
+    assert (count("gzip"), count("identity")) == (before[0] + 1, before[1] + 2)
+
+
+def test_curl_compressed_decodes_our_gzip(server):
+    url = server.base + "/targets/kubelet"
+    out = subprocess.run(["curl", "-sS", "--compressed", "-D", "-", "--noproxy", "*", url], capture_output=True, check=True)
+    head, _, body = out.stdout.partition(b"\r\n\r\n")
+    assert b"content-encoding: gzip" in head.lower(), head
+    assert body == raw(server, "/targets/kubelet")[2]
 
 
 def test_unknown_set_is_a_json_404(server):
@@ -103,7 +195,7 @@ def test_metrics_exposes_targets_and_requests(server):
     assert 'kube_http_sd_targets{family="ipv6",set="kubelet"} 1.0' in text
     assert 'kube_http_sd_ip_conflicts{set="kubelet"} 1.0' in text  # worker-1 and worker-1-old
     assert 'kube_http_sd_excluded_objects{reason="not_ready",set="kubelet"} 1.0' in text  # worker-4
-    assert 'kube_http_sd_http_requests_total{code="200",route="/targets/{name}"}' in text
+    assert 'kube_http_sd_http_requests_total{code="200",encoding="gzip",route="/targets/{name}"}' in text  # httpx asks
 
 
 def test_equal_state_gives_equal_bytes_across_restarts(server):
@@ -224,10 +316,13 @@ def test_each_shard_has_its_own_etag_304_and_head(server):
         resp = server.get(path)
         tags.add(resp.headers["etag"])
         assert server.get(path, headers={"If-None-Match": resp.headers["etag"]}).status_code == 304
-        head = httpx.head(server.base + path, timeout=5)
-        assert head.status_code == 200 and int(head.headers["content-length"]) == len(resp.content)
-    tags.add(server.get("/targets/fluentd").headers["etag"])
-    assert len(tags) == 4
+        for coding in ("identity", "gzip"):
+            _, headers, body = raw(server, path, {"Accept-Encoding": coding})
+            tags.add(headers["etag"])
+            status, head, _ = raw(server, path, {"Accept-Encoding": coding}, method="HEAD")
+            assert status == 200 and int(head["content-length"]) == len(body)
+    tags |= {raw(server, "/targets/fluentd", {"Accept-Encoding": coding})[1]["etag"] for coding in ("identity", "gzip")}
+    assert len(tags) == 8, "per shard and encoding"
     assert server.get("/targets/fluentd?shards=3&shard=0").content == server.get("/targets/fluentd?shard=0&shards=3").content
 
 

@@ -315,3 +315,64 @@ def test_equal_label_pairs_and_conditions_are_one_tuple_shared_by_records_and_th
     for i in range(shared.SHARED_MAX + 10):
         parse_node(make_node(f"m{i}", ["192.0.2.3"], labels={"unique": str(i)}))
     assert shared.held() <= shared.SHARED_MAX
+
+
+# Empty is not malformed: the "none" each forgiving reader must take as the new value
+# (docs/correctness.md, "Malformed or none"), never as a reason to keep the last one.
+POD_NONES = {
+    "podIP empty, podIPs absent (TestPodDiscoveryUpdateEmptyPodIP)": (
+        lambda p: (p["status"].pop("podIPs"), p["status"].update(podIP="")), "pod_ips", ()),
+    "podIP empty, podIPs empty": (lambda p: p["status"].update(podIP="", podIPs=[]), "pod_ips", ()),
+    "podIP and podIPs absent (as the API server writes it)": (
+        lambda p: (p["status"].pop("podIPs"), p["status"].pop("podIP")), "pod_ips", ()),
+    "conditions empty": (lambda p: p["status"].update(conditions=[]), "ready", ""),
+    "conditions absent": (lambda p: p["status"].pop("conditions"), "ready", ""),
+    "containers empty": (lambda p: p["spec"].update(containers=[]), "ports", ()),
+    "a container's ports empty": (lambda p: p["spec"]["containers"][0].update(ports=[]), "ports", ()),
+    "hostIP empty": (lambda p: p["status"].update(hostIP=""), "host_ip", ""),
+    "phase absent": (lambda p: p["status"].pop("phase"), "phase", ""),
+    "ownerReferences empty": (lambda p: p["metadata"].update(ownerReferences=[]), "controller_kind", ""),
+    "labels absent": (lambda p: p["metadata"].pop("labels"), "labels", ()),
+}
+
+
+@pytest.mark.parametrize("mutate, field, none", POD_NONES.values(), ids=POD_NONES.keys())
+def test_an_empty_pod_field_in_an_update_is_none_not_malformed(mutate, field, none):
+    first = parse_pod(make_pod("f1", ["192.0.2.5", "2001:db8::5"], port_name="monitor", port=24231))
+    raw = make_pod("f1", ["192.0.2.5", "2001:db8::5"], port_name="monitor", port=24231)
+    mutate(raw)
+    reports = Reports()
+    assert getattr(parse_pod(raw, reports, previous=first), field) == none
+    assert reports == []
+
+
+NODE_NONES = {
+    "addresses empty": (lambda n: n["status"].update(addresses=[]), "addresses", ()),
+    "an InternalIP empty": (lambda n: n["status"].update(addresses=[{"type": "InternalIP", "address": ""}]), "addresses", ()),
+    "conditions empty": (lambda n: n["status"].update(conditions=[]), "conditions", ()),
+    "conditions absent": (lambda n: n["status"].pop("conditions"), "ready", ""),
+    "daemonEndpoints absent": (lambda n: n["status"].pop("daemonEndpoints"), "ports", ()),
+    "daemonEndpoints empty": (lambda n: n["status"].update(daemonEndpoints={}), "ports", ()),
+    # What the API server writes for a node whose kubelet never posted: Port is a plain int32.
+    "kubelet Port 0": (lambda n: n["status"].update(daemonEndpoints={"kubeletEndpoint": {"Port": 0}}), "ports", ()),
+    "providerID absent": (lambda n: n["spec"].pop("providerID"), "provider_id", ""),
+}
+
+
+@pytest.mark.parametrize("mutate, field, none", NODE_NONES.values(), ids=NODE_NONES.keys())
+def test_an_empty_node_field_in_an_update_is_none_not_malformed(mutate, field, none):
+    first = parse_node(make_node("n1", ["192.0.2.1"], labels={"zone": "a"}, kubelet_port=10255))
+    raw = make_node("n1", ["192.0.2.1"], labels={"zone": "a"}, kubelet_port=10255)
+    mutate(raw)
+    reports = Reports()
+    assert getattr(parse_node(raw, reports, previous=first), field) == none
+    assert reports == []
+
+
+def test_a_kubelet_port_false_is_malformed_not_zero():
+    first = parse_node(make_node("n1", kubelet_port=10255))
+    raw = make_node("n1")
+    raw["status"]["daemonEndpoints"] = {"kubeletEndpoint": {"Port": False}}
+    reports = Reports()
+    assert parse_node(raw, reports, previous=first).ports == first.ports
+    assert reports.reasons == [BAD_FIELD]

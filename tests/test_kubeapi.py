@@ -463,9 +463,13 @@ async def test_discovery_version_and_404(api: FakeKubeAPI) -> None:
             assert (await resp.json())["versions"] == ["v1"]
         async with http.get("/api/v1") as resp:
             names = {r["name"] for r in (await resp.json())["resources"]}
-            assert names == {"nodes", "pods"}
+            assert names == {"nodes", "pods", "namespaces"}
         async with http.get("/api/v1/services") as resp:
             assert resp.status == 404 and (await resp.json())["reason"] == "NotFound"
+        async with http.get("/api/v1/namespaces/default/replicasets") as resp:
+            assert resp.status == 404, "ReplicaSets are served under /apis/apps/v1 only"
+        async with http.get("/apis/apps/v1/namespaces/default/replicasets") as resp:
+            assert resp.status == 200 and (await resp.json())["items"] == []
 
 
 # --------------------------------------------------------------------------- auth and TLS

@@ -50,6 +50,33 @@ def conditions(ready: str) -> dict:
                             "lastHeartbeatTime": "2026-12-04T10:00:00Z", "lastTransitionTime": "2026-12-04T10:00:00Z"}]}
 
 
+def every_port_pods() -> list[dict]:
+    """For ``ports: all``: a pod with a TCP, a UDP and an unnamed port, a container and an init
+    container without ports; two host-network pods on a node's IP, on different ports."""
+    multi = make_pod("exporter-multi", ["192.0.2.160"], namespace="logging", node="peer-ready", port_name=None,
+                     labels={"app.kubernetes.io/name": "exporter"})
+    multi["spec"]["containers"] = [
+        {"name": "c0", "image": "registry.example/c0:1", "ports": [
+            {"name": "metrics", "containerPort": 9000, "protocol": "TCP"},
+            {"name": "stats", "containerPort": 9001, "protocol": "UDP"},
+            {"containerPort": 8080, "protocol": "TCP"}]},
+        {"name": "c1", "image": "registry.example/c1:1"},
+    ]
+    multi["spec"]["initContainers"] = [{"name": "init", "image": "registry.example/init:1"}]
+    multi["status"]["hostIP"] = "192.0.2.100"
+    status = {"image": "registry.example/x:1", "imageID": "", "ready": True, "restartCount": 0, "state": {}}
+    multi["status"]["containerStatuses"] = [{**status, "name": c, "containerID": f"containerd://{c}"} for c in ("c0", "c1")]
+    multi["status"]["initContainerStatuses"] = [{**status, "name": "init", "containerID": "containerd://init"}]
+    out = [multi]
+    for name, port in (("node-exporter", 9100), ("node-agent", 2020)):
+        host = make_pod(name, ["192.0.2.100"], namespace="logging", node="peer-ready", port_name="metrics", port=port,
+                        labels={"app.kubernetes.io/name": name})
+        host["spec"]["hostNetwork"] = True
+        host["status"]["hostIP"] = "192.0.2.100"
+        out.append(host)
+    return out
+
+
 def build_cluster(cp: ControlPlane) -> None:
     """The cases, each named: a lone NotReady node; a dead node and the new node on its IP, the
     dead one Ready=False or Ready=Unknown; an IPv6-only node; Fluentd pods dual-stack, IPv4,
@@ -69,6 +96,8 @@ def build_cluster(cp: ControlPlane) -> None:
     cp.create(pod("fluentd-pending", ["192.0.2.153"], phase="Pending", ready="False"))
     cp.create(pod("fluentd-leaving", ["192.0.2.154"]))
     cp.delete("Pod", "fluentd-leaving", "logging")  # it names a node and no kubelet runs: terminating
+    for obj in every_port_pods():
+        cp.create(obj)
 
 
 def rewrite_to_closed_port() -> list[dict]:
@@ -79,6 +108,25 @@ def rewrite_to_closed_port() -> list[dict]:
          "separator": "/", "target_label": "instance"},
         {"target_label": "__address__", "replacement": f"127.0.0.1:{CLOSED_PORT}"},
     ]
+
+
+def rewrite_each_container_to_closed_port() -> list[dict]:
+    """As ``rewrite_to_closed_port``, the container in ``instance`` too: one address may hold
+    several targets (containers without ports share the bare pod IP)."""
+    return [
+        {"source_labels": ["__address__", "__meta_kubernetes_pod_name", "__meta_kubernetes_pod_container_name"],
+         "separator": "/", "target_label": "instance"},
+        {"target_label": "__address__", "replacement": f"127.0.0.1:{CLOSED_PORT}"},
+    ]
+
+
+# Our sets: the two defaults, and every container port of the pods in "logging".
+SETS = """
+targets:
+  kubelet: {source: nodes, port: 10250, port_name: kubelet}
+  fluentd: {source: pods, port: 24231, port_name: monitor, label_selector: app.kubernetes.io/name=fluentd, ip_family: both}
+  every-port: {source: pods, namespaces: [logging], ports: all, ip_family: both}
+"""
 
 
 def prometheus_config(kubeconfig: Path, sd_base: str) -> dict:
@@ -99,6 +147,12 @@ def prometheus_config(kubeconfig: Path, sd_base: str) -> dict:
              "relabel_configs": rewrite_to_closed_port()},
             {"job_name": "sd-fluentd", "http_sd_configs": [{"url": f"{sd_base}/targets/fluentd", "refresh_interval": "1s"}],
              "relabel_configs": rewrite_to_closed_port()},
+            {"job_name": "k8s-pods-all",
+             "kubernetes_sd_configs": [{**k8s, "role": "pod", "namespaces": {"names": ["logging"]}}],
+             "relabel_configs": rewrite_each_container_to_closed_port()},
+            {"job_name": "sd-every-port",
+             "http_sd_configs": [{"url": f"{sd_base}/targets/every-port", "refresh_interval": "1s"}],
+             "relabel_configs": rewrite_each_container_to_closed_port()},
         ],
     }
 
@@ -127,7 +181,7 @@ def peers(tmp_path_factory):
     with contextlib.ExitStack() as stack:
         cp = stack.enter_context(ControlPlane(tmp / "controlplane"))
         build_cluster(cp)
-        srv = stack.enter_context(cp.serve(tmp))
+        srv = stack.enter_context(cp.serve(tmp, extra=SETS))
         eventually(lambda: srv.get("/readyz").status_code == 200, 30, what="kube-http-sd synced")
         prom = stack.enter_context(Prometheus(prometheus_config(cp.kubeconfig, srv.base), tmp / "prometheus",
                                               prometheus_binary()))
@@ -184,6 +238,57 @@ def test_labels_and_targets_side_by_side_with_kubernetes_sd(peers, theirs, ours,
         ours_k8s = {k: v for k, v in b[key].items() if k.startswith("__meta_kubernetes_")}
         theirs_same = {k: a[key].get(k) for k in ours_k8s}
         assert ours_k8s == theirs_same, f"{key}: our labels differ from Prometheus' {theirs}"
+
+
+def every_target(prom: Prometheus, job: str) -> dict[tuple[str, str, str], dict[str, str]]:
+    """(original address, pod, container) → the target's __meta_kubernetes_* labels."""
+    out = {}
+    for t in prom.active_targets(job):
+        labels = t["discoveredLabels"]
+        key = (labels["__address__"], labels["__meta_kubernetes_pod_name"], labels["__meta_kubernetes_pod_container_name"])
+        assert key not in out, key
+        out[key] = {k: v for k, v in labels.items() if k.startswith("__meta_kubernetes_")}
+    return out
+
+
+def _targets(pod: str, address: str, containers: tuple[str, ...]) -> set[tuple[str, str, str]]:
+    return {(address, pod, c) for c in containers}
+
+
+EVERY_PORT_ONLY_PROMETHEUS = (  # kubernetes_sd serves pods that are not ready, not running, or terminating
+    _targets("fluentd-notready", "192.0.2.152:24231", ("fluentd",)) | _targets("fluentd-notready", "192.0.2.152:24224", ("fluentd",))
+    | _targets("fluentd-pending", "192.0.2.153:24231", ("fluentd",)) | _targets("fluentd-pending", "192.0.2.153:24224", ("fluentd",))
+    | _targets("fluentd-leaving", "192.0.2.154:24231", ("fluentd",)) | _targets("fluentd-leaving", "192.0.2.154:24224", ("fluentd",))
+)
+EVERY_PORT_ONLY_OURS = (  # status.podIPs: the second family
+    _targets("fluentd-dual", "[2001:db8::150]:24231", ("fluentd",)) | _targets("fluentd-dual", "[2001:db8::150]:24224", ("fluentd",))
+)
+EVERY_PORT_BOTH = (
+    _targets("fluentd-dual", "192.0.2.150:24231", ("fluentd",)) | _targets("fluentd-dual", "192.0.2.150:24224", ("fluentd",))
+    | _targets("fluentd-v4", "192.0.2.151:24231", ("fluentd",)) | _targets("fluentd-v4", "192.0.2.151:24224", ("fluentd",))
+    | _targets("exporter-multi", "192.0.2.160:9000", ("c0",)) | _targets("exporter-multi", "192.0.2.160:9001", ("c0",))
+    | _targets("exporter-multi", "192.0.2.160:8080", ("c0",)) | _targets("exporter-multi", "192.0.2.160", ("c1", "init"))
+    | _targets("node-exporter", "192.0.2.100:9100", ("fluentd",)) | _targets("node-agent", "192.0.2.100:2020", ("fluentd",))
+)
+
+
+def test_every_port_target_by_target_with_kubernetes_sd_pod_role(peers):
+    # ports: all against the pod role without any keep rule: the same targets (a UDP and an
+    # unnamed port, containers and an init container without ports at the bare IP, two
+    # host-network pods on one node IP) with the same labels, label by label, both ways.
+    _, srv, prom, _ = peers
+
+    def both() -> tuple[dict, dict]:
+        theirs, ours = every_target(prom, "k8s-pods-all"), every_target(prom, "sd-every-port")
+        assert set(theirs) - set(ours) == EVERY_PORT_ONLY_PROMETHEUS, sorted(set(theirs) - set(ours))
+        assert set(ours) - set(theirs) == EVERY_PORT_ONLY_OURS, sorted(set(ours) - set(theirs))
+        return theirs, ours
+
+    theirs, ours = prom.eventually(both, "k8s-pods-all and sd-every-port differ by exactly the named targets",
+                                   timeout=60, extra=srv.log)
+    assert set(theirs) & set(ours) == EVERY_PORT_BOTH
+    for key in EVERY_PORT_BOTH:
+        assert ours[key] == theirs[key], f"{key}: our labels differ from kubernetes_sd's pod role"
 
 
 def kubelet_endpoints(cp: ControlPlane) -> dict[str, set[str]]:

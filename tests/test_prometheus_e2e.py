@@ -203,6 +203,15 @@ def test_discovered_labels_carry_meta_names_and_relabeling_uses_them(stack):
         }.items() <= t["labels"].items(), t["labels"]
 
 
+def test_prometheus_3_is_answered_the_plain_body(stack):
+    """Prometheus sends no Accept-Encoding: every /targets answer it got was plain (only it asks
+    this stack's server for targets), and it read them (the targets above)."""
+    text = stack.server.get("/metrics").text
+    route = {"route": "/targets/{name}", "code": "200"}
+    assert counter(text, "kube_http_sd_http_requests_total", **route, encoding="identity") >= 2
+    assert counter(text, "kube_http_sd_http_requests_total", **route, encoding="gzip") == 0
+
+
 def test_node_turning_not_ready_leaves_prometheus_active_targets(stack):
     api, prom = stack.api, stack.prom
     node = api.get("Node", "e2e-flappy")

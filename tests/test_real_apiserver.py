@@ -340,3 +340,32 @@ def test_every_manifest_without_a_crd_applies_to_the_real_api_server(cluster):
         assert done.returncode == 0, f"{overlay.relative_to(deploy)}: {done.stderr}"
         applied += len(plain)
     assert applied >= 5
+
+
+def test_a_pod_whose_status_update_empties_its_ips_loses_its_targets(cluster, tmp_path):
+    # Prometheus' TestPodDiscoveryUpdateEmptyPodIP against the real thing: the API server
+    # accepts podIP and podIPs cleared together, and writes the pod with neither. And a node
+    # whose kubelet never posted: the API server writes daemonEndpoints.kubeletEndpoint.Port 0.
+    cp = cluster
+    cp.ensure_namespace("evicted")
+    cp.create(pod("fluentd-evicted", ["203.0.113.60", "2001:db8::60"], namespace="evicted", node="cp-evicted-node"))
+    bare = node("cp-no-kubelet", "203.0.113.61")
+    del bare["status"]["daemonEndpoints"]
+    cp.create(bare)
+    assert cp.request("GET", "/api/v1/nodes/cp-no-kubelet")["status"]["daemonEndpoints"] == {"kubeletEndpoint": {"Port": 0}}
+    try:
+        with cp.serve(tmp_path) as srv:
+            eventually(lambda: srv.get("/readyz").status_code == 200, 30, what="first sync")
+            assert {"203.0.113.60:24231", "[2001:db8::60]:24231"} <= set(served(srv, POD_SET))
+            assert served(srv, NODE_SET)["203.0.113.61:10250"] == "cp-no-kubelet"  # the set's port: none reported
+            assert srv.get(f"/debug/sets/{NODE_SET}").json()["skipped"] == [], "Port 0 is none, not malformed"
+            emptied = cp.set_status("Pod", "fluentd-evicted", {"podIP": None, "podIPs": None}, "evicted")
+            assert "podIP" not in emptied["status"] and "podIPs" not in emptied["status"]
+            eventually(lambda: not {"203.0.113.60:24231", "[2001:db8::60]:24231"} & set(served(srv, POD_SET)),
+                       what="the pod's targets gone with its IPs")
+            assert srv.get(f"/debug/sets/{POD_SET}").json()["skipped"] == []
+            cp.set_status("Pod", "fluentd-evicted", {"podIP": "203.0.113.62", "podIPs": [{"ip": "203.0.113.62"}]}, "evicted")
+            eventually(lambda: "203.0.113.62:24231" in served(srv, POD_SET), what="a new IP served")
+    finally:
+        cp.delete("Pod", "fluentd-evicted", "evicted", grace=0)
+        cp.delete("Node", "cp-no-kubelet")

@@ -187,5 +187,10 @@ def test_attach_off_node_deleted_attach_on_never_serves_the_deleted_nodes_labels
         eventually(lambda: srv.get("/targets/kubelet").json() == [], what="the node's deletion seen")
         config.write_text(pods_config([], True))
         reload(srv, 2)
-        labels = eventually(lambda: fluentd_labels(srv), what="the attached set served again")
-        assert "__meta_kubernetes_node_name" not in labels and "__meta_kubernetes_node_label_zone" not in labels
+        # Its node is gone: the pod is held back (as Prometheus 3.11+ does), not served with
+        # the labels the dropped node index last had.
+        eventually(lambda: (r := srv.get("/targets/fluentd")).status_code == 200 and r.json() == [],
+                   what="the attached set served again, without the pod of the deleted node")
+        api.add(make_node("n1", ["192.0.2.1"], labels={"zone": "z2"}))
+        labels = eventually(lambda: fluentd_labels(srv), what="the pod served once its node is back")
+        assert labels["__meta_kubernetes_node_label_zone"] == "z2"

@@ -5,8 +5,8 @@ client of kube-http-sd, beside Prometheus 3, on one real API server (sdtest.cont
 - with its own sharding off (no -promscrape.cluster.*), two vmagents each read their shard through
   ``?shards=2&shard=I`` and together hold every target once; a hashmod keep rule as a Prometheus
   shard may write it would lose targets in vmagent, whose relabel hashmod is xxhash, not md5;
-- what it sends: ``Accept-Encoding: gzip`` (Go's transport; kube-http-sd does not serve gzip yet,
-  and the plain body works), its refresh header (half of -promscrape.httpSDCheckInterval: 30 s by
+- what it sends: ``Accept-Encoding: gzip`` (Go's transport), and it gets our gzip body and
+  decodes it to the right targets; its refresh header (half of -promscrape.httpSDCheckInterval: 30 s by
   default); a 429 is retried at once and then after 2 s, without reading Retry-After;
 - a job with two URLs loses the targets of the one that fails (it keeps the previous targets only
   when every URL of the job fails): docs/vmagent.md says to give each URL its own job.
@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import http.client
 import os
 import re
 import subprocess
@@ -29,6 +30,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -80,14 +82,19 @@ class Sink(ThreadingHTTPServer):
 class Recorder(ThreadingHTTPServer):
     """A loopback http_sd endpoint between a client and kube-http-sd: records each request's headers
     and time, answers the first ``refuse`` requests ``status`` (429 with ``Retry-After: 1`` by default)
-    and the rest with kube-http-sd's own answer to the same path, fetched without Accept-Encoding."""
+    and the rest with kube-http-sd's own answer to the same path, asked with the client's
+    Accept-Encoding and relayed byte for byte with its Content-Type, Content-Encoding, Vary and
+    ETag (recorded in ``answers``)."""
 
     daemon_threads = True
+    RELAYED = ("content-type", "content-encoding", "vary", "etag")
 
     def __init__(self, upstream: str, refuse: int = 0, status: int = 429) -> None:
         self.requests: list[tuple[float, str, dict[str, str]]] = []
+        self.answers: list[dict[str, str]] = []  # the relayed headers of each answer from kube-http-sd
         self.refuse, self.status = refuse, status
         recorder = self
+        host, port = urlsplit(upstream).hostname, urlsplit(upstream).port
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -95,12 +102,19 @@ class Recorder(ThreadingHTTPServer):
             def do_GET(self) -> None:  # noqa: N802 (http.server API)
                 recorder.requests.append((time.monotonic(), self.path, {k.lower(): v for k, v in self.headers.items()}))
                 if len(recorder.requests) <= recorder.refuse:
-                    status, body, ctype = recorder.status, b'{"error": "refused by the test"}', "application/json"
+                    status, body, relayed = recorder.status, b'{"error": "refused by the test"}', {"content-type": "application/json"}
                 else:
-                    resp = httpx.get(upstream + self.path, timeout=5, headers={"Accept-Encoding": "identity"})
-                    status, body, ctype = resp.status_code, resp.content, resp.headers["content-type"]
+                    conn = http.client.HTTPConnection(host, port, timeout=5)
+                    asked = {"Accept-Encoding": self.headers["Accept-Encoding"]} if "Accept-Encoding" in self.headers else {}
+                    conn.request("GET", self.path, headers=asked)
+                    resp = conn.getresponse()
+                    status, body = resp.status, resp.read()
+                    conn.close()
+                    relayed = {k: v for k in Recorder.RELAYED if (v := resp.getheader(k)) is not None}
+                    recorder.answers.append(relayed)
                 self.send_response(status)
-                self.send_header("Content-Type", ctype)
+                for name, value in relayed.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", str(len(body)))
                 if status == 429:
                     self.send_header("Retry-After", "1")
@@ -324,15 +338,21 @@ def test_a_prometheus_style_hashmod_keep_rule_in_vmagent_drops_part_of_our_shard
     assert dropped, f"every target kept: {kept}"  # with md5 (Prometheus) none would be dropped
 
 
-def test_what_vmagent_sends_and_that_the_plain_body_works(stack):
-    """The headers of vmagent's http_sd requests, with its default check interval."""
+def test_what_vmagent_sends_and_that_it_reads_our_gzip(stack):
+    """The headers of vmagent's http_sd requests, with its default check interval; it asks for
+    gzip, gets it, and discovers exactly the targets of the plain body."""
     tmp, srv, sink = stack
     with Recorder(srv.base) as recorder, VMAgent(scrape_config(recorder.base), tmp / "vmagent-headers", sink) as agent:
-        vmagent_eventually(agent, lambda: len(agent.active_targets("kubelet")) == len(served(srv, "kubelet")),
-                           "targets through the recorder")
+        def discovered() -> bool:
+            return all(sorted(t["discoveredLabels"]["__address__"] for t in agent.active_targets(name)) == served(srv, name)
+                       for name in SETS)
+
+        vmagent_eventually(agent, discovered, "every target of both sets through the recorder")
     _, path, headers = recorder.requests[0]
     assert path in {"/targets/kubelet", "/targets/fluentd"}
     assert headers["accept-encoding"] == "gzip"  # Go's transport asks; it decodes gzip itself when it gets it
+    assert recorder.answers and all(a["content-encoding"] == "gzip" and a["vary"] == "Accept-Encoding" and
+                                    a["etag"].endswith('+gzip"') for a in recorder.answers), recorder.answers
     assert headers["accept"] == "application/json"
     # Half of -promscrape.httpSDCheckInterval (default 1m): vmagent polls every 30 s.
     assert headers["x-prometheus-refresh-interval-seconds"] == "30"

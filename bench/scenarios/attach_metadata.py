@@ -1,11 +1,15 @@
 """8. attach_metadata: the fluentd set with attach_metadata: {node: true} at 5,000 nodes +
 5,000 pods (one per node): memory against the same server without it, and what one node's
-label change costs: time until its pod's targets show it, and the render (bench/README.md)."""
+label change costs: time until its pod's targets show it, and the render. Then the same pods in
+50 namespaces, owned by Deployments' ReplicaSets, beside CronJobs' Jobs, with namespace: true and
+the workload names: memory per pod, the cost of the ReplicaSet and Job watches, and what one
+namespace's label change costs (bench/README.md)."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -23,6 +27,23 @@ targets:
     ip_family: both
     attach_metadata: {node: true}
 """
+FLUENTD_ATTACHING = """\
+targets:
+  kubelet: {source: nodes, port: 10250, port_name: kubelet}
+  fluentd:
+    source: pods
+    port: 24231
+    port_name: monitor
+    label_selector: app.kubernetes.io/name=fluentd
+    ip_family: both
+    attach_metadata: {%s}
+"""
+NAMESPACED = {  # config name -> attach_metadata
+    "none": "",
+    "workloads": "deployment: true, job: true, cronjob: true",
+    "all": "namespace: true, deployment: true, job: true, cronjob: true",
+}
+CHANGED_NAMESPACE = 7
 
 
 def run(ctx: Context) -> None:
@@ -88,3 +109,81 @@ def run(ctx: Context) -> None:
     finally:
         env.config = plain
         env.stop()
+    run_namespaces(ctx)
+
+
+def run_namespaces(ctx: Context) -> None:
+    runs, sc, pods = ctx.runs, "attach_metadata", ctx.sizes.pods
+    held = f"{W.NAMESPACES} namespaces, {W.NAMESPACES * W.REVISIONS} ReplicaSets, {W.NAMESPACES * W.JOBS} Jobs"
+    m_rss = ctx.metric(sc, f"{pods:,} pods in {W.NAMESPACES} namespaces: RSS, namespace + workload names vs none", "MB", "-", None,
+                       note=f"VmRSS 1 s after sync; attach_metadata {{namespace, deployment, job, cronjob}} against none; "
+                            f"the watches hold {held}")
+    m_pod = ctx.metric(sc, "... added memory per pod (namespace + workload names)", "KB", "-", None, ratio=False,
+                       note="(RSS all - RSS none) / pods: the records, indexes and the longer groups in the body")
+    m_watch = ctx.metric(sc, "RSS with the workload names only (ReplicaSet + Job watches) vs none", "MB", "-", None)
+    m_body = ctx.metric(sc, "/targets/fluentd body, namespace + workload names vs none", "MB", "-", None)
+    m_fresh = ctx.metric(sc, f"one namespace's label change -> its {pods // W.NAMESPACES} pods' targets show it", "ms",
+                         "< 250 ms", lambda o, b, r: o < 250)
+    m_render = ctx.metric(sc, "render after one namespace's label change vs a full render", "ms", "-", None,
+                          note="kube_http_sd_render_duration_seconds of set fluentd: the render that follows the "
+                               "change (its namespace's groups rebuilt), against the first (full) render of the set")
+    env = Env(ctx)
+    configs = {}
+    for name, attach in NAMESPACED.items():
+        configs[name] = str(Path(env.config).with_name(f"sd-namespaced-{name}.yaml"))
+        Path(configs[name]).write_text(CONFIG_YAML + FLUENTD_ATTACHING % attach)
+    changed_ns = W.namespace_name(CHANGED_NAMESPACE)
+    try:
+        log(f"{sc}: loading {ctx.sizes.nodes} nodes + {pods} pods in {W.NAMESPACES} namespaces, {held} into the double")
+        env.api.add_many(W.nodes(ctx.sizes.nodes))
+        env.api.add_many([W.namespace(k) for k in range(W.NAMESPACES)] + W.replicasets() + W.jobs())
+        env.api.add_many(W.namespaced_pods(pods))
+        for run in range(runs):
+            rss, body = {}, {}
+            for name, config in configs.items():
+                env.config = config
+                proc, port = env.start_server()
+                try:
+                    wait_synced(proc, port)
+                    time.sleep(1)
+                    rss[name] = proc.mem()["VmRSS"] / MB
+                    client = Client(port)
+                    body[name] = len(client.get("/targets/fluentd")[2]) / MB
+                    if name == "all":
+                        _namespace_change(env, client, changed_ns, run + 1, m_fresh, m_render)
+                    client.close()
+                finally:
+                    proc.stop()
+            m_rss.add(rss["all"], rss["none"])
+            m_pod.add((rss["all"] - rss["none"]) * MB / 1024 / pods)
+            m_watch.add(rss["workloads"], rss["none"])
+            m_body.add(body["all"], body["none"])
+            log(f"{sc} namespaces run {run + 1}/{runs}: RSS all {rss['all']:.0f} MB, workloads {rss['workloads']:.0f} MB, "
+                f"none {rss['none']:.0f} MB")
+    finally:
+        env.stop()
+
+
+def _namespace_change(env: Env, client: Client, ns: str, revision: int, m_fresh: Any, m_render: Any) -> None:
+    """Relabel namespace ``ns``; the clock stops when all its pods' targets carry the new label."""
+    key = 'kube_http_sd_render_duration_seconds_sum{set="fluentd"}'
+    first = scrape(client)[key]
+    before = scrape(client)
+    etag = client.get("/targets/fluentd")[1].getheader("etag")
+    t0 = time.perf_counter()
+    env.api.modify(W.namespace(CHANGED_NAMESPACE, revision))
+    while True:  # 304s until the body changes
+        status, resp, raw = client.get("/targets/fluentd", {"If-None-Match": etag})
+        arrived = time.perf_counter()
+        if status == 200:
+            etag = resp.getheader("etag")
+            groups = [g for g in orjson.loads(raw) if g["labels"]["__meta_kubernetes_namespace"] == ns]
+            if groups and all(g["labels"].get("__meta_kubernetes_namespace_label_bench_example_revision") == str(revision)
+                              for g in groups):
+                break
+        if arrived - t0 > 10:
+            raise RuntimeError("the namespace label never reached its pods' targets")
+        time.sleep(0.002)
+    m_fresh.add((arrived - t0) * 1e3)
+    after = scrape(client)
+    m_render.add((after[key] - before[key]) * 1e3, first * 1e3)

@@ -25,9 +25,10 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from sd.config import ServerSettings
+from sd.gzip_body import gzip_etag
 from sd.http import status_page
 from sd.http.middleware import Auth, RequestMetrics
-from sd.http.negotiation import prefers_html
+from sd.http.negotiation import GZIP, content_coding, prefers_html
 from sd.http.pages import explain_text, index_text, readyz_text
 from sd.http.responses import BodyResponse, error, etag_matches
 from sd.metrics import Metrics
@@ -40,6 +41,9 @@ log = logging.getLogger("sd.http")
 RETRY_AFTER_SECONDS = "5"
 
 
+# On every answer of /targets/<set> but errors: a cache must not hand a gzip body to a
+# client that did not ask for one (Prometheus), nor the plain one to one that did.
+VARY_ENCODING = {"Vary": "Accept-Encoding"}
 MAX_SHARDS = 1024
 EXPLAIN_FORMATS = ("json", "text")
 PAGE_SECONDS = 1.0  # a status page is rendered at most this often (see html_page)
@@ -96,10 +100,17 @@ async def targets(request: Request) -> Response:
     selected = _shard_params(request)
     if isinstance(selected, Response):
         return selected
+    coding = content_coding(request.headers.get("accept-encoding"))
+    if coding is None:
+        return error(406, "Accept-Encoding refuses both codings served: gzip and identity", VARY_ENCODING)
     body = ts.current if selected is None else ts.shard(*selected)
-    headers = {"ETag": body.etag, "Cache-Control": "no-cache"}
-    if etag_matches(request.headers.get("if-none-match"), body.etag):
-        return Response(status_code=304, headers=headers)
+    tag = gzip_etag(body.etag) if coding == GZIP else body.etag
+    headers = {"ETag": tag, "Cache-Control": "no-cache", **VARY_ENCODING}
+    if etag_matches(request.headers.get("if-none-match"), tag):
+        return Response(status_code=304, headers=headers)  # a 304 never compresses anything
+    if coding == GZIP:
+        body = ts.gzipped(selected)
+        headers["Content-Encoding"] = GZIP
     return BodyResponse(body, headers, request.app.state.server.write_timeout_seconds)
 
 

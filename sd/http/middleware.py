@@ -80,7 +80,7 @@ class Auth:
 
 class RequestMetrics:
     """Counts requests by route template (not raw path: unknown URLs must not explode label
-    cardinality), and writes the access log line of each request (at debug)."""
+    cardinality), status and content coding (only ours: identity or gzip), and writes the access log line of each request (at debug)."""
 
     def __init__(self, app: Callable, metrics: Metrics) -> None:
         self.app = app
@@ -91,12 +91,13 @@ class RequestMetrics:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        status = 500
+        status, encoding = 500, "identity"
 
         async def send_wrapper(message: dict) -> None:
-            nonlocal status
+            nonlocal status, encoding
             if message["type"] == "http.response.start":
                 status = message["status"]
+                encoding = next((v.decode("latin-1") for k, v in message["headers"] if k == b"content-encoding"), encoding)
             await send(message)
 
         try:
@@ -105,7 +106,7 @@ class RequestMetrics:
             route = scope.get("route")
             template = getattr(route, "path", "other")
             seconds = time.perf_counter() - start
-            self.metrics.requests.labels(template, str(status)).inc()
+            self.metrics.requests.labels(template, str(status), encoding).inc()
             self.metrics.request_seconds.labels(template).observe(seconds)
             if access.isEnabledFor(logging.DEBUG):
                 client = scope.get("client") or ("-", 0)

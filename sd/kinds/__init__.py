@@ -1,12 +1,13 @@
 """The object kinds we watch, one module each, and the registry everything else consults.
 
 A new kind is a module with a ``Kind`` subclass and one line in ``KINDS`` (plus its
-RBAC rule in deploy/kubernetes/base/clusterrole.yaml).
+RBAC rule in deploy/kubernetes: the base ClusterRole for kinds sets read, the optional
+attach-metadata one for kinds watched only for attached metadata).
 """
 
 from __future__ import annotations
 
-from sd.kinds import nodes, pods
+from sd.kinds import namespaces, nodes, pods, workloads
 from sd.kinds.kind import Kind
 
 KINDS: dict[str, Kind] = {
@@ -14,6 +15,9 @@ KINDS: dict[str, Kind] = {
     for kind in (
         nodes.KIND,
         pods.KIND,
+        namespaces.KIND,
+        workloads.REPLICASETS,
+        workloads.JOBS,
     )
 }
 

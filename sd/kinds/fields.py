@@ -2,7 +2,9 @@
 found malformed, so that a kind keeps their last good values.
 
 Nothing here raises on malformed input: a bad value is reported and read as empty, so
-that only well-formed data changes what is served.
+that only well-formed data changes what is served. An empty or absent value is not
+malformed: it is the object's "none" and replaces the old value (docs/correctness.md has
+the table, field by field).
 """
 
 from __future__ import annotations

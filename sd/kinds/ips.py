@@ -26,6 +26,21 @@ def hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def target_address(host: str, port: int) -> str:
+    """``host:port``; port 0: the bare host (kubernetes_sd's container without ports), an IPv6
+    one in brackets so that it is a URL host and "append a port" relabelings work."""
+    if port:
+        return hostport(host, port)
+    return f"[{host}]" if ":" in host else host
+
+
+def host_of(address: str) -> str:
+    """The host of a ``target_address``."""
+    if address.startswith("["):
+        return address[1 : address.index("]")]
+    return address.partition(":")[0]
+
+
 def is_ip(value: str) -> bool:
     """Whether a stored address value is an IP. Canonical IPs are the only values
     that contain ':' or are all digits and dots (hostnames are kept as given)."""

@@ -84,8 +84,11 @@ class Kind(Generic[R]):
     address_types: ClassVar[tuple[str, ...]] = ()
     # ip_family: reachable (probe each IP's metrics endpoint) is offered.
     probes: ClassVar[bool] = False
-    # Objects run on a node (node_of), so attach_metadata: {node: true} is offered.
-    runs_on_nodes: ClassVar[bool] = False
+    # Objects declare ports of their own (all_ports), so `ports: all` is offered.
+    declares_ports: ClassVar[bool] = False
+    # Target sets may read it (`source:`); False for kinds watched only for attached
+    # metadata (namespaces, ReplicaSets, Jobs).
+    serves_targets: ClassVar[bool] = True
     # Human text per exclusion reason this kind produces.
     why_excluded: ClassVar[Mapping[str, Callable[[Any], str]]]
     # The parts of an object ``parse`` reads (``sd.kinds.watched``): watch lines are decoded
@@ -99,6 +102,11 @@ class Kind(Generic[R]):
     def singular(self) -> str:
         """"node": object references in reports ("node/n1")."""
         return self.object_kind.lower()
+
+    @property
+    def api_group(self) -> str:
+        """The API group its RBAC rule names: "" for the core group, "apps" for /apis/apps/v1."""
+        return self.api_prefix.split("/")[2] if self.api_prefix.startswith("/apis/") else ""
 
     @property
     def list_kind(self) -> str:
@@ -132,8 +140,13 @@ class Kind(Generic[R]):
             return None
         f = self._fields.start(report, previous)
         fields = self.read(raw, who, f)
-        fields.update(read_meta(who, f, annotations))
+        fields.update(self.read_meta(who, f, annotations))
         return f.finish(self.record(**fields))  # type: ignore[no-any-return]
+
+    def read_meta(self, who: Identity, f: Fields, annotations: Allowlist) -> dict[str, Any]:
+        """The record fields taken from metadata besides name and namespace (``read_meta``);
+        a kind whose records need none of them returns {}."""
+        return read_meta(who, f, annotations)
 
     def read(self, raw: dict[str, Any], who: Identity, f: Fields) -> dict[str, Any]:
         """The record fields of the kind's own (not metadata's), each read with the report
@@ -150,11 +163,22 @@ class Kind(Generic[R]):
         raise NotImplementedError
 
     def node_of(self, record: R) -> str | None:
-        """The node the object runs on, for ``attach_metadata: {node: true}``; None: not offered."""
+        """The node the object runs on (pages show it); None when it has none."""
         return None
 
+    def all_ports(self, record: R) -> tuple[tuple[str, Port], ...]:
+        """Every port the object declares, (name or "", port), for `ports: all`; a port
+        numbered 0 is a target at the bare IP (kubernetes_sd's container without ports)."""
+        return record.ports
+
+    def same_attached(self, old: R, new: R) -> bool:
+        """Whether two records of one object put the same labels on the targets they are
+        attached to (``sd/kinds/relations.py``): a change that does not is not propagated."""
+        return old == new
+
     def target_labels(self, record: R, ip: str, port: Port | None, port_name: str | None) -> dict[str, str]:
-        """Labels that depend on the target: the IP, and the named port when it was found."""
+        """Labels that depend on the target: the IP, and the port when it was found (by
+        name, or one of ``all_ports``) with its name ("" when it has none)."""
         return {}
 
     def instance(self, record: R) -> str | None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from operator import eq, itemgetter
 from typing import Any, Callable, Mapping, NamedTuple
 
-from sd.kinds.fields import Fields, get_dict, get_str, timestamp
+from sd.kinds.fields import Fields, get_dict, get_list, get_str, timestamp
 from sd.kinds.labels import Allowlist
 from sd.kinds.reports import BAD_FIELD, BAD_OBJECT, Report, preview
 from sd.kinds.shared import intern, shared
@@ -50,6 +50,15 @@ def read_meta(who: Identity, f: Fields, allow: Allowlist) -> dict[str, Any]:
             meta, allow, where, f.filling("annotations"), previous.annotations if previous else None
         ),
     }
+
+
+def controller_of(meta: Mapping[str, Any], where: str, report: Report) -> tuple[str, str]:
+    """The (kind, name) of the object's controller: its ownerReference with ``controller:
+    true`` (client-go's GetControllerOf), or ("", "")."""
+    for ref in get_list(meta, "ownerReferences", where, report, "metadata.ownerReferences"):
+        if isinstance(ref, dict) and ref.get("controller") is True:
+            return get_str(ref, "kind"), get_str(ref, "name")
+    return "", ""
 
 
 def object_labels(

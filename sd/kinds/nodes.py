@@ -98,6 +98,10 @@ class Nodes(Kind[NodeRecord]):
     def instance(self, record: NodeRecord) -> str | None:
         return record.name
 
+    def same_attached(self, old: NodeRecord, new: NodeRecord) -> bool:
+        # Heartbeats reuse the stored label tuples: `is` settles almost every event.
+        return (old.labels is new.labels or old.labels == new.labels) and old.annotations == new.annotations
+
     def attached_labels(self, record: NodeRecord, annotations: Allowlist = NOTHING) -> dict[str, str]:
         """What Prometheus' attach_metadata puts on a pod's targets from its node: the node's
         name, labels and (listed) annotations, under the node-role names."""
@@ -117,6 +121,8 @@ def _addresses(status: dict, where: str, report: Report) -> tuple[tuple[str, str
             if isinstance(value, str) and value:
                 addresses.append((intern(kind), value))
             continue
+        if value == "":
+            continue  # no address of this type: none, not malformed
         ip = normalize_ip(value, f"{where}: status.addresses[{i}].address", report)
         if ip is not None:
             addresses.append((intern(kind), ip))
@@ -124,12 +130,16 @@ def _addresses(status: dict, where: str, report: Report) -> tuple[tuple[str, str
 
 
 def _kubelet_port(status: dict, where: str, report: Report) -> tuple[tuple[str, Port], ...]:
+    """The kubelet's port; () when the node reports none: daemonEndpoints absent, or
+    ``{"kubeletEndpoint": {"Port": 0}}``, what the API server writes for a node whose
+    kubelet has not posted its status (Port is a plain int32 there)."""
     path = "status.daemonEndpoints"
     daemon = get_dict(status, "daemonEndpoints", where, report, path) or {}
     endpoint = get_dict(daemon, "kubeletEndpoint", where, report, path + ".kubeletEndpoint")
-    if not endpoint or "Port" not in endpoint:
+    value = endpoint.get("Port") if endpoint else None
+    if value is None or (type(value) is int and value == 0):
         return ()
-    port = port_number(endpoint.get("Port"), f"{where}: {path}.kubeletEndpoint.Port", report)
+    port = port_number(value, f"{where}: {path}.kubeletEndpoint.Port", report)
     return ((KUBELET_PORT, Port(port)),) if port is not None else ()
 
 

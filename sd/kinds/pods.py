@@ -9,7 +9,7 @@ from sd.kinds.fields import Fields, conditions, field_reader, get_list, get_str,
 from sd.kinds.ips import normalize_ip
 from sd.kinds.kind import READINESS_WHY, Kind, Port, readiness
 from sd.kinds.labels import META, NOTHING, Allowlist, ObjectLabels, listed
-from sd.kinds.meta import Identity
+from sd.kinds.meta import Identity, controller_of
 from sd.kinds.reports import BAD_FIELD, Report, preview
 from sd.kinds.shared import intern
 from sd.kinds.watched import WatchedCondition, parts, watched
@@ -54,12 +54,24 @@ class PodRecord:
     labels: tuple[tuple[str, str], ...]
     controller_kind: str
     controller_name: str
-    ports: tuple[tuple[str, Port], ...]  # named ports: containers, then initContainers; the first wins a name
+    # Every container port, as kubernetes_sd's pod role lists them: spec.containers, then
+    # initContainers, each container's ports in order; (name or "", port). A container
+    # without ports is one ("", Port(0, ...)).
+    containers: tuple[tuple[str, Port], ...]
     annotations: tuple[tuple[str, str], ...] = ()  # the listed ones only, sorted by key
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    @property
+    def ports(self) -> tuple[tuple[str, Port], ...]:
+        """The named ports; the first of a name wins (containers before initContainers)."""
+        named: dict[str, Port] = {}
+        for name, port in self.containers:
+            if name:
+                named.setdefault(name, port)
+        return tuple(named.items())
 
     def ips(self, address_types: tuple[str, ...] = ()) -> tuple[str, ...]:
         return self.pod_ips
@@ -95,7 +107,7 @@ class Pods(Kind[PodRecord]):
         )
     }
     probes = True
-    runs_on_nodes = True
+    declares_ports = True
     watched = WatchedPod
     record = PodRecord
     why_excluded = {
@@ -106,7 +118,7 @@ class Pods(Kind[PodRecord]):
 
     def read(self, raw: dict[str, Any], who: Identity, f: Fields) -> dict[str, Any]:
         where = who.where
-        status = f.section(raw, "status", where, ("ready", "phase", "host_ip", "pod_ips"), required=True)
+        status = f.section(raw, "status", where, ("ready", "phase", "host_ip", "pod_ips", "containers"), required=True)
         fields = {
             "namespace": who.namespace,
             "name": who.name,
@@ -115,10 +127,10 @@ class Pods(Kind[PodRecord]):
             "host_ip": text(status, "hostIP", where, f.filling("host_ip"), "status.hostIP"),
             "pod_ips": _pod_ips(status, where, f.filling("pod_ips")),
         }
-        spec = f.section(raw, "spec", where, ("node_name", "ports"))
+        spec = f.section(raw, "spec", where, ("node_name", "containers"))
         fields["node_name"] = text(spec, "nodeName", where, f.filling("node_name"), "spec.nodeName")
-        fields["ports"] = _container_ports(spec, status, where, f.filling("ports"))
-        kind, name = _controller(who.meta, where, f.filling("controller_kind", "controller_name"))
+        fields["containers"] = _container_ports(spec, status, where, f.filling("containers"))
+        kind, name = controller_of(who.meta, where, f.filling("controller_kind", "controller_name"))
         fields["controller_kind"], fields["controller_name"] = intern(kind), name
         return fields
 
@@ -141,8 +153,9 @@ class Pods(Kind[PodRecord]):
             POD_NODE_NAME: record.node_name,
             POD_HOST_IP: record.host_ip,
         }
-        if record.controller_kind:
+        if record.controller_kind:  # each only when not empty, as pod.go writes them
             labels[POD_CONTROLLER_KIND] = record.controller_kind
+        if record.controller_name:
             labels[POD_CONTROLLER_NAME] = record.controller_name
         POD_OBJECT.add(labels, record.labels, listed(record.annotations, annotations))
         return labels
@@ -150,44 +163,47 @@ class Pods(Kind[PodRecord]):
     def node_of(self, record: PodRecord) -> str | None:
         return record.node_name
 
+    def all_ports(self, record: PodRecord) -> tuple[tuple[str, Port], ...]:
+        return record.containers
+
     def target_labels(self, record: PodRecord, ip: str, port: Port | None, port_name: str | None) -> dict[str, str]:
         labels = {POD_IP: ip}
-        if port is not None and port_name:
+        if port is not None:
             labels[POD_CONTAINER_NAME] = port.container
             labels[POD_CONTAINER_IMAGE] = port.image
             if port.container_id:  # absent until the container's status has one (kubernetes_sd: dropped when empty)
                 labels[POD_CONTAINER_ID] = port.container_id
-            labels[POD_CONTAINER_PORT_NAME] = port_name
-            labels[POD_CONTAINER_PORT_NUMBER] = str(port.number)
-            labels[POD_CONTAINER_PORT_PROTOCOL] = port.protocol
+            if port.number:  # 0: a container without ports, served at the bare IP
+                if port_name:  # an unnamed port has none (kubernetes_sd: "" is dropped)
+                    labels[POD_CONTAINER_PORT_NAME] = port_name
+                labels[POD_CONTAINER_PORT_NUMBER] = str(port.number)
+                labels[POD_CONTAINER_PORT_PROTOCOL] = port.protocol
             labels[POD_CONTAINER_INIT] = "true" if port.init else "false"
         return labels
 
 
 def _pod_ips(status: Mapping[str, Any], where: str, report: Report) -> tuple[str, ...]:
+    """status.podIPs, else status.podIP. Empty or absent is a pod without an IP (starting
+    again, evicted: Prometheus' TestPodDiscoveryUpdateEmptyPodIP), not a malformed value:
+    its targets go."""
     ips: list[str] = []
     pod_ips = get_list(status, "podIPs", where, report, "status.podIPs")
     if pod_ips:
         for i, item in enumerate(pod_ips):
             value = item.get("ip") if isinstance(item, dict) else item
+            if value == "":
+                continue
             ip = normalize_ip(value, f"{where}: status.podIPs[{i}].ip", report)
             if ip is not None and ip not in ips:
                 ips.append(ip)
-    elif status.get("podIP") is not None:
+    elif status.get("podIP") not in (None, ""):
         ip = normalize_ip(status.get("podIP"), f"{where}: status.podIP", report)
         if ip is not None:
             ips.append(ip)
     return tuple(ips)
 
 
-def _controller(meta: Mapping[str, Any], where: str, report: Report) -> tuple[str, str]:
-    for ref in get_list(meta, "ownerReferences", where, report, "metadata.ownerReferences"):
-        if isinstance(ref, dict) and ref.get("controller") is True:
-            return get_str(ref, "kind"), get_str(ref, "name")
-    return "", ""
-
-
-# (spec list, status list, init): where named ports are looked for, in this order, as
+# (spec list, status list, init): where container ports are read, in this order, as
 # kubernetes_sd does (pod.go: Containers, then InitContainers, with their statuses).
 _CONTAINER_LISTS = (("containers", "containerStatuses", False), ("initContainers", "initContainerStatuses", True))
 
@@ -195,7 +211,7 @@ _CONTAINER_LISTS = (("containers", "containerStatuses", False), ("initContainers
 def _container_ports(
     spec: Mapping[str, Any], status: Mapping[str, Any], where: str, report: Report
 ) -> tuple[tuple[str, Port], ...]:
-    ports: dict[str, Port] = {}
+    ports: list[tuple[str, Port]] = []
     for field, statuses_field, init in _CONTAINER_LISTS:
         ids = {
             s["name"]: s["containerID"]
@@ -206,17 +222,21 @@ def _container_ports(
             if not isinstance(container, dict):
                 report(BAD_FIELD, f"{where}: spec.{field}[{ci}]: expected an object, got {preview(container)}")
                 continue
-            cname = get_str(container, "name")
-            for pi, item in enumerate(get_list(container, "ports", where, report, f"spec.{field}[{ci}].ports")):
-                if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-                    continue  # unnamed ports cannot be selected by name
+            cname, image = intern(get_str(container, "name")), intern(get_str(container, "image"))
+            cid = ids.get(cname, "")
+            declared = get_list(container, "ports", where, report, f"spec.{field}[{ci}].ports")
+            if container.get("ports") in (None, []):  # absent or []: none (a malformed list was reported)
+                ports.append(("", Port(0, cname, "", image, init, cid)))
+            for pi, item in enumerate(declared):
+                if not isinstance(item, dict):
+                    report(BAD_FIELD, f"{where}: spec.{field}[{ci}].ports[{pi}]: expected an object, got {preview(item)}")
+                    continue
                 number = port_number(item.get("containerPort"), f"{where}: spec.{field}[{ci}].ports[{pi}].containerPort", report)
-                if number is not None and item["name"] not in ports:
+                if number is not None:
+                    name = item.get("name") if isinstance(item.get("name"), str) else ""
                     protocol = item.get("protocol") if isinstance(item.get("protocol"), str) else "TCP"
-                    ports[intern(item["name"])] = Port(
-                        number, intern(cname), intern(protocol), intern(get_str(container, "image")), init, ids.get(cname, "")
-                    )
-    return tuple(ports.items())
+                    ports.append((intern(name), Port(number, cname, intern(protocol), image, init, cid)))
+    return tuple(ports)
 
 
 KIND = Pods()
