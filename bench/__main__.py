@@ -4,7 +4,7 @@
 
 (from the repository root). Scenarios: initial_sync, event_throughput, serving, freshness,
 memory, sharding, streaming_list, attach_metadata, large, gzip, real_apiserver, shards_cost,
-ports_all.
+ports_all, clusters, clusters_real.
 Every number comes from real processes: the server (`python -m sd serve`) and the
 baselines run as subprocesses against the loopback Kubernetes API double (sdtest/kubeapi.py,
 running in this process). Each scenario reports the median of --runs runs (per-run ratios to a
@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bench.harness import PYSPY, T_START, Context, MachineLoad, Sizes, log, print_table
-from bench.scenarios import (attach_metadata, event_throughput, freshness, gzip_body, initial_sync, large, memory,
-                             ports_all, real_apiserver, serving, sharding, shards_cost, streaming_list)
+from bench.scenarios import (attach_metadata, clusters, event_throughput, freshness, gzip_body, initial_sync, large,
+                             memory, ports_all, real_apiserver, serving, sharding, shards_cost, streaming_list)
 
 SCENARIOS: dict[str, Callable[[Context], None]] = {
     "initial_sync": initial_sync.run,
@@ -44,6 +44,8 @@ SCENARIOS: dict[str, Callable[[Context], None]] = {
     "real_apiserver": real_apiserver.run,
     "shards_cost": shards_cost.run,
     "ports_all": ports_all.run,
+    "clusters": clusters.run,
+    "clusters_real": clusters.run_real,
 }
 
 

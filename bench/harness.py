@@ -85,12 +85,16 @@ class Sizes:
     real_flips: int = 100         # Ready flips through a real API server (`real_apiserver`)
     shard_counts: tuple[int, ...] = (1, 2, 4)  # Prometheus shards (`shards_cost`)
     churn_seconds: float = 300    # ... and how long the churn phase lasts
+    cluster_counts: tuple[int, ...] = (2, 4, 8)  # clusters served by one server (`clusters`)
+    cluster_objects: int = 2500   # ... each with this many nodes and this many pods
+    real_cluster_counts: tuple[int, ...] = (2, 4, 8)  # ... as real API servers (`clusters_real`)
 
     @classmethod
     def quick(cls) -> "Sizes":
         return cls(nodes=1000, pods=1000, events=5000, flips=2000, model_events=500, warmup_events=500,
                    wrk_seconds=3, fresh_samples=10, large_nodes=4000, paced_events=4000,
-                   real_flips=20, shard_counts=(1, 2), churn_seconds=15)
+                   real_flips=20, shard_counts=(1, 2), churn_seconds=15, cluster_counts=(2, 4), cluster_objects=250,
+                   real_cluster_counts=(2,))
 
 
 # --------------------------------------------------------------------------- processes

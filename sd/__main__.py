@@ -25,18 +25,18 @@ import urllib.request  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Awaitable, Callable, Sequence  # noqa: E402
 
-import yaml  # noqa: E402
-
 from sd import logs  # noqa: E402
 from sd._table import table  # noqa: E402
-from sd.config import ConfigError, load_config  # noqa: E402
+from sd.config import Config, ConfigError, load_config  # noqa: E402
 from sd.feed import Feed  # noqa: E402
 from sd.http.app import create_app  # noqa: E402
 from sd.http.server import bind_socket, parse_listen, serve  # noqa: E402
-from sd.kinds.labels import IP_FAMILY_LABEL  # noqa: E402
+from sd.kinds.labels import CLUSTER_LABEL, IP_FAMILY_LABEL  # noqa: E402
 from sd.kinds.nodes import NODE_NAME  # noqa: E402
 from sd.kinds.pods import NAMESPACE, POD_NAME, POD_NODE_NAME  # noqa: E402
-from sd.kube.client import ClusterConfig, ConfigException, NoClusterConfig, api_client, find_cluster, list_call  # noqa: E402
+from sd.kube.client import (  # noqa: E402
+    LOAD_ERRORS, Clients, ClusterClient, ClusterConfig, NoClusterConfig, find_cluster, list_call, load_error,
+)
 from sd.kube.informer import Informer  # noqa: E402
 from sd.kube.snapshot import SnapshotError  # noqa: E402
 from sd.metrics import Metrics  # noqa: E402
@@ -102,7 +102,11 @@ def _check_config(path: str | None) -> int:
     except ConfigError as exc:
         return _problems(exc)
     sets = ", ".join(f"{n} ({c.source})" for n, c in config.targets.items())
-    print(f"{path or 'built-in config'}: ok: target sets {sets}")
+    clusters = "".join(
+        f"; cluster {n}: {'in-cluster' if c.in_cluster else c.kubeconfig}{f' context {c.context}' if c.context else ''}"
+        for n, c in config.clusters.items()
+    )
+    print(f"{path or 'built-in config'}: ok: target sets {sets}{clusters}")
     return 0
 
 
@@ -139,16 +143,19 @@ def _print_targets(args: argparse.Namespace) -> int:
         return _write(body.decode(errors="replace") + f"(kube-http-sd targets {url.rstrip('/')}/targets/<set> lists one)\n")
     if not isinstance(groups, list):
         return _fail(f"{url}: not a target list (a JSON list of groups)", 1)
+    # A set over several clusters: every row starts with its cluster.
+    clustered = any(CLUSTER_LABEL in group.get("labels", {}) for group in groups)
     rows = []
     for group in groups:
         labels = group.get("labels", {})
+        cluster = (labels.get(CLUSTER_LABEL, "-"),) if clustered else ()
         pod = "/".join(filter(None, (labels.get(NAMESPACE), labels.get(POD_NAME))))
         # A pod's node is its spec.nodeName; a node target's node is the node itself.
         node = labels.get(POD_NODE_NAME) or labels.get(NODE_NAME)
         name = pod or labels.get(NODE_NAME)
         for target in group.get("targets", []):
-            rows.append((target, labels.get(IP_FAMILY_LABEL, ""), name or "-", node or "-", labels.get(INSTANCE, "-")))
-    text = table(("TARGET", "FAMILY", "OBJECT", "NODE", "INSTANCE"), sorted(rows))
+            rows.append((*cluster, target, labels.get(IP_FAMILY_LABEL, ""), name or "-", node or "-", labels.get(INSTANCE, "-")))
+    text = table((*(("CLUSTER",) if clustered else ()), "TARGET", "FAMILY", "OBJECT", "NODE", "INSTANCE"), sorted(rows))
     return _write(f"{text}{len(rows)} targets\n")
 
 
@@ -182,6 +189,19 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def cluster_configs(config: Config, environ: dict[str, str] | os._Environ = os.environ) -> dict[str, ClusterConfig]:
+    """How to reach each cluster of the config's clusters: map (raises NoClusterConfig)."""
+    found = {}
+    for name, settings in config.clusters.items():
+        if not settings.in_cluster:
+            found[name] = ClusterConfig("kubeconfig", settings.kubeconfig, context=settings.context)
+        elif environ.get("KUBERNETES_SERVICE_HOST"):
+            found[name] = ClusterConfig("in-cluster")
+        else:
+            raise NoClusterConfig(f"clusters.{name}: in_cluster: true, but KUBERNETES_SERVICE_HOST is not set (not in a pod)")
+    return found
+
+
 def _serve(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
@@ -190,10 +210,13 @@ def _serve(args: argparse.Namespace) -> int:
         return _problems(exc)
     except ValueError as exc:
         return _fail(str(exc), 2)
+    if config.clusters and (args.kubeconfig or args.snapshot):
+        option = "--kubeconfig" if args.kubeconfig else "--snapshot"
+        return _fail(f"{option} serves one cluster, and {args.config} has a clusters: map: use one or the other", 2)
 
-    metrics = Metrics()
+    metrics = Metrics(clusters=bool(config.clusters))
     service = Service(config, metrics, args.snapshot)
-    cluster = None
+    clusters: dict[str, ClusterConfig] = {}  # by name; "" the single cluster
     if args.snapshot:
         try:
             service.load_snapshot()
@@ -201,7 +224,7 @@ def _serve(args: argparse.Namespace) -> int:
             return _fail(str(exc), 2)
     else:
         try:
-            cluster = find_cluster(args.kubeconfig)
+            clusters = cluster_configs(config) if config.clusters else {"": find_cluster(args.kubeconfig)}
         except NoClusterConfig as exc:
             return _fail(str(exc), 1)
     try:
@@ -212,54 +235,56 @@ def _serve(args: argparse.Namespace) -> int:
     # handler to decide; this one makes that a normal exit (status 0).
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
     try:
-        return asyncio.run(_run(service, metrics, sock, cluster, args.config))
+        return asyncio.run(_run(service, metrics, sock, clusters, args.config))
     except KeyboardInterrupt:
         return 0
 
 
-async def _run(service: Service, metrics: Metrics, sock: socket.socket, cluster: ClusterConfig | None, path: str | None) -> int:
+async def _run(service: Service, metrics: Metrics, sock: socket.socket, clusters: dict[str, ClusterConfig], path: str | None) -> int:
     """Serve until stopped, with the informers (unless serving a snapshot) and the prober running;
     SIGHUP reloads the config (and the snapshot)."""
     config = service.config
-    api = None
-    if cluster is not None:
+    clients = Clients()
+    for name, cluster in clusters.items():
         try:
-            api = await api_client(cluster)
-        except (ConfigException, OSError, ValueError, TypeError, KeyError, AttributeError, yaml.YAMLError) as exc:
-            # kubernetes-asyncio's loader raises whatever a malformed file makes it hit;
-            # every one of them is "this file is not a usable kubeconfig".
-            detail = " ".join(str(exc).split())
-            if isinstance(exc, yaml.YAMLError):
-                detail = f"not valid YAML: {detail}"
-            elif isinstance(exc, (TypeError, KeyError, AttributeError)):
-                detail = f"not a kubeconfig ({type(exc).__name__}: {detail})"
-            return _fail(f"{cluster}: cannot load: {detail}", 1)
+            await clients.get(name, cluster)
+        except LOAD_ERRORS as exc:
+            await clients.close()
+            return _fail(f"{f'clusters.{name}: ' if name else ''}{cluster}: cannot load: {load_error(exc)}", 1)
     # Only now: every mistake the user can fix before it runs was a one-line error above.
     v = versions()
     log.info("starting version=%s python=%s kubernetes_asyncio=%s", v["version"], v["python"], v["kubernetes_asyncio"])
-    if api is None:
+    if not clusters:
         log.info("snapshot loaded file=%s targets=%s", service.snapshot, {n: len(s) for n, s in service.sets.items()})
-    else:
-        log.info("watching cluster=%s sources=%s", str(cluster), [str(s) for s in service.feeds])
+    for name, cluster in clusters.items():
+        sources = [f.name for (c, _), f in service.feeds.items() if c == name]
+        log.info("watching cluster=%s sources=%s", f"{name} ({cluster})" if name else str(cluster), sources)
 
     def informer(feed: Feed) -> Callable[[], Awaitable[None]]:
-        lw = feed.list_watch
+        lw, name = feed.list_watch, feed.cluster or ""
+        settings = service.clusters[name].settings
+        api = ClusterClient(clients, name, clusters[name])
         call = list_call(api, lw.api_path, lw.label_selector, lw.field_selector)
-        return Informer(feed.name, call, feed.decode, feed, config.kubernetes).run
+        return Informer(feed.name, call, feed.decode, feed, settings.kubernetes if settings else config.kubernetes).run
 
-    app = create_app(service, metrics, informer if api is not None else None, server=config.server)
+    app = create_app(service, metrics, informer if clusters else None, server=config.server)
 
     def reload() -> None:
         try:
             new = load_config(path)
+            reached = cluster_configs(new) if new.clusters else clusters
             service.reload(new)
-        except (ConfigError, SnapshotError) as exc:
+        except (ConfigError, SnapshotError, NoClusterConfig) as exc:
             problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
             for problem in problems:
                 log.error("config reload refused, keeping the running config: %s", problem)
             metrics.config_reloads.labels("failed").inc()
             metrics.config_reload_ok.set(0)
             return
+        if new.clusters:
+            clusters.clear()
+            clusters.update(reached)
+            clients.keep(clusters)
         metrics.config_reloads.labels("ok").inc()
         metrics.config_reload_ok.set(1)
 
@@ -267,8 +292,7 @@ async def _run(service: Service, metrics: Metrics, sock: socket.socket, cluster:
     try:
         await serve(app, sock, config.server, lambda ok: metrics.tls_reloads.labels("ok" if ok else "failed").inc())
     finally:
-        if api is not None:
-            await api.close()
+        await clients.close()
     return 0
 
 

@@ -66,6 +66,19 @@ class KubeSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterSettings:
+    """One cluster of the ``clusters:`` map: how to reach it (a kubeconfig and optionally one
+    of its contexts, or the in-cluster service account) and its list/watch settings (the
+    top-level ``kubernetes:`` with this cluster's ``kubernetes:`` over it)."""
+
+    name: str
+    kubeconfig: str = ""
+    context: str = ""  # "": the kubeconfig's current-context
+    in_cluster: bool = False
+    kubernetes: KubeSettings = field(default_factory=KubeSettings)
+
+
+@dataclass(frozen=True, slots=True)
 class AttachMetadata:
     """Prometheus' ``attach_metadata`` (pod sets): the labels of the pod's node, its
     namespace, and the names of its Deployment, Job and CronJob (``sd/kinds/relations.py``)."""
@@ -100,6 +113,10 @@ class SetConfig:
     annotations: tuple[str, ...] = ()  # annotation keys to serve, or "prefix/*"; others are never stored
     attach_metadata: AttachMetadata = field(default_factory=lambda: AttachMetadata())
     ports: PortsPolicy = PortsPolicy.NAMED
+    clusters: tuple[str, ...] = ()  # the clusters of the `clusters:` map it serves; (): all
+    # With several clusters: how long the set waits for every cluster's first list before it
+    # serves the clusters that have synced (at least one) and names the missing ones.
+    cluster_sync_timeout_seconds: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +145,8 @@ class Config:
     kubernetes: KubeSettings = field(default_factory=KubeSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     probe: ProbeSettings = field(default_factory=ProbeSettings)
+    # Several clusters by name; {}: the one cluster of --kubeconfig / in-cluster / $KUBECONFIG.
+    clusters: dict[str, ClusterSettings] = field(default_factory=dict)
 
 
 def default_config() -> Config:
@@ -219,11 +238,13 @@ class _Validator:
         if not isinstance(data, dict):
             self.bad("(top level)", f"must be a mapping, got {_show(data)}")
             return default_config()
-        self.unknown(data, "", ("kubernetes", "server", "probe", "targets"))
-        common = {
-            "kubernetes": self.kube(data.get("kubernetes") or {}, "kubernetes"),
+        self.unknown(data, "", ("kubernetes", "server", "probe", "targets", "clusters"))
+        kube = self.kube(data.get("kubernetes") or {}, "kubernetes")
+        common: dict[str, Any] = {
+            "kubernetes": kube,
             "server": self.server(data.get("server") or {}, "server"),
             "probe": self.probe(data.get("probe") or {}, "probe"),
+            "clusters": self.clusters(data["clusters"], kube) if "clusters" in data else {},
         }
         raw_sets = data.get("targets")
         if raw_sets is None:
@@ -237,8 +258,57 @@ class _Validator:
             if not isinstance(set_name, str) or not _SET_NAME.match(set_name):
                 self.bad(path, "set names are used in URLs: letters, digits, '_', '.', '-'")
                 continue
-            sets[set_name] = self.target_set(set_name, raw, path)
+            sets[set_name] = self.target_set(set_name, raw, path, common["clusters"])
         return Config(targets=sets, **common)
+
+    def clusters(self, raw: Any, kube: KubeSettings) -> dict[str, ClusterSettings]:
+        if not isinstance(raw, dict) or not raw:
+            self.bad("clusters", f"must be a non-empty mapping of cluster name to how to reach it, got {_show(raw)}")
+            return {}
+        found: dict[str, ClusterSettings] = {}
+        for name, spec in raw.items():
+            path = f"clusters.{name}"
+            if not isinstance(name, str) or not _SET_NAME.match(name):
+                self.bad(path, "cluster names are label values: letters, digits, '_', '.', '-'")
+                continue
+            if not self.section(spec, path, ("kubeconfig", "context", "in_cluster", "kubernetes")):
+                continue
+            in_cluster = self.flag(spec, path, "in_cluster", False)
+            kubeconfig, context = spec.get("kubeconfig") or "", spec.get("context") or ""
+            for key, value in (("kubeconfig", kubeconfig), ("context", context)):
+                if not isinstance(value, str):
+                    self.bad(f"{path}.{key}", f"must be a string, got {_show(value)}")
+            if not isinstance(kubeconfig, str) or not isinstance(context, str):
+                continue
+            if in_cluster == bool(kubeconfig):
+                self.bad(path, "set either kubeconfig (a file, with an optional context) or in_cluster: true")
+            elif context and in_cluster:
+                self.bad(f"{path}.context", "goes with kubeconfig, not in_cluster")
+            elif kubeconfig:
+                self.kubeconfig(kubeconfig, context, path)
+            settings = self.kube(spec.get("kubernetes") or {}, f"{path}.kubernetes", kube)
+            found[name] = ClusterSettings(name, kubeconfig, context, in_cluster, settings)
+        in_cluster_names = [n for n, c in found.items() if c.in_cluster]
+        if len(in_cluster_names) > 1:
+            self.bad("clusters", f"only the cluster this runs in can be in_cluster: true, got {', '.join(in_cluster_names)}")
+        return found
+
+    def kubeconfig(self, path_value: str, context: str, path: str) -> None:
+        """The kubeconfig exists, is YAML, and has the context (or a current-context)."""
+        try:
+            data = yaml.safe_load(Path(path_value).read_text())
+        except OSError as exc:
+            self.bad(f"{path}.kubeconfig", f"cannot read {path_value}: {exc.strerror or exc}")
+            return
+        except yaml.YAMLError as exc:
+            self.bad(f"{path}.kubeconfig", f"{path_value} is not valid YAML: {getattr(exc, 'problem', exc)}")
+            return
+        contexts = data.get("contexts") if isinstance(data, dict) else None
+        names = [c.get("name") for c in contexts if isinstance(c, dict)] if isinstance(contexts, list) else []
+        if context and context not in names:
+            self.bad(f"{path}.context", f"no context {context!r} in {path_value} (contexts: {', '.join(map(str, names)) or 'none'})")
+        elif not context and not (isinstance(data, dict) and data.get("current-context")):
+            self.bad(f"{path}.kubeconfig", f"{path_value} has no current-context: name one with context")
 
     def probe(self, raw: Any, path: str) -> ProbeSettings:
         d = ProbeSettings()
@@ -274,8 +344,8 @@ class _Validator:
         write_timeout = self.number(raw, path, "write_timeout_seconds", 30.0, 0.1, 3600)
         return ServerSettings(debug=debug, basic_auth_username=username, write_timeout_seconds=write_timeout, **files)
 
-    def kube(self, raw: Any, path: str) -> KubeSettings:
-        d = KubeSettings()
+    def kube(self, raw: Any, path: str, d: KubeSettings = KubeSettings()) -> KubeSettings:
+        """List/watch settings; the ones not given are ``d``'s."""
         if not self.section(raw, path, KubeSettings.__slots__):
             return d
         timeouts = raw.get("watch_timeout_seconds", list(d.watch_timeout_seconds))
@@ -294,7 +364,7 @@ class _Validator:
         if isinstance(raw.get("streaming_list"), bool):  # YAML 1.1 reads a bare `off` as false
             raw = {**raw, "streaming_list": "auto" if raw["streaming_list"] else "off"}
         return KubeSettings(
-            streaming_list=self.choice(raw, path, "streaming_list", StreamingList, StreamingList.AUTO),
+            streaming_list=self.choice(raw, path, "streaming_list", StreamingList, d.streaming_list),
             page_size=int(self.number(raw, path, "page_size", d.page_size, 1, 100_000, integer=True)),
             watch_timeout_seconds=(float(timeouts[0]), float(timeouts[1])),
             read_timeout_seconds=self.number(raw, path, "read_timeout_seconds", d.read_timeout_seconds, 0.1, 3600),
@@ -302,7 +372,7 @@ class _Validator:
             backoff_max_seconds=maximum,
         )
 
-    def target_set(self, name: str, raw: Any, path: str) -> SetConfig:
+    def target_set(self, name: str, raw: Any, path: str, clusters: dict[str, ClusterSettings]) -> SetConfig:
         if not isinstance(raw, dict):
             self.bad(path, f"must be a mapping of settings, got {_show(raw)}")
             return SetConfig(name=name, source=KindName.NODES, port=80)
@@ -379,6 +449,17 @@ class _Validator:
             for option in attach.options:
                 if option not in offered:
                     self.bad(f"{where}.{option}", f"applies to pod sets (source: pods), not {kind.name}")
+        names = self.strings(raw, path, "clusters")
+        if "clusters" in raw and not clusters:
+            self.bad(f"{path}.clusters", "needs the top-level clusters: map")
+        elif "clusters" in raw and not names:
+            self.bad(f"{path}.clusters", "must name at least one cluster (leave it out for all)")
+        for i, cluster in enumerate(names):
+            if clusters and cluster not in clusters:
+                self.bad(f"{path}.clusters[{i}]", f"no cluster {cluster!r} in clusters: ({', '.join(clusters)})")
+        timeout = self.number(raw, path, "cluster_sync_timeout_seconds", 60.0, 0, 86400)
+        if "cluster_sync_timeout_seconds" in raw and not clusters:
+            self.bad(f"{path}.cluster_sync_timeout_seconds", "needs the top-level clusters: map")
         return SetConfig(
             name=name,
             source=source or KindName.NODES,
@@ -396,6 +477,8 @@ class _Validator:
             annotations=tuple(annotations),
             attach_metadata=attach,
             ports=ports,
+            clusters=tuple(dict.fromkeys(names)),
+            cluster_sync_timeout_seconds=timeout,
         )
 
     def section(self, raw: Any, path: str, known: Any) -> bool:

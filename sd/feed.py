@@ -104,20 +104,27 @@ class Feed:
     ``report``), which the feed turns into the source's status and counters.
     """
 
-    def __init__(self, list_watch: ListWatch, sets: list[Reader], metrics: Metrics, annotations: Allowlist = NOTHING) -> None:
+    def __init__(
+        self, list_watch: ListWatch, sets: list[Reader], metrics: Metrics, annotations: Allowlist = NOTHING,
+        cluster: str | None = None,
+    ) -> None:
         self.list_watch = list_watch
         self.annotations = annotations  # kept in records: the union of what readers list
         self.kind = list_watch.kind
         self.sets = sets
         self.metrics = metrics
-        self.name = str(list_watch)
-        self.status = SourceStatus(self.name)
+        self.cluster = cluster  # its name in the clusters: map; None without one
+        # "nodes", or with several clusters "prod/nodes": how pages, logs and readiness name it.
+        self.name = f"{cluster}/{list_watch}" if cluster else str(list_watch)
+        self.status = SourceStatus(self.name, cluster or "")
+        # Its metrics' leading label values: the source, and its cluster when there are several.
+        self._labels = (cluster, str(list_watch)) if cluster else (self.name,)
         self._keys: set[str] = set()  # keys this source delivered; a relist replaces exactly these
         self._pending: list[Record] = []
         self._logged: TTLCache[str, bool] = TTLCache(maxsize=4096, ttl=600)
         self._reports = 0
         self._key: str | None = None  # the object being parsed, for reports
-        self._event_counters = {t: metrics.events.labels(self.kind.name, t) for t in _EVENT_TYPES}
+        self._event_counters = {t: metrics.events.labels(*self._labels[:-1], self.kind.name, t) for t in _EVENT_TYPES}
         # Key → digest of the watched parts its current record was built from (records
         # built cleanly from a watch line only): a line with the same digest changes nothing.
         self._digests: dict[str, int] = {}
@@ -148,7 +155,7 @@ class Feed:
         """Bad data at ``where`` (an object, or the source's stream): counted every time,
         logged once per detail per 10 minutes, shown in the explain view."""
         self._reports += 1
-        self.metrics.skipped.labels(self.name, reason).inc()
+        self.metrics.skipped.labels(*self._labels, reason).inc()
         self.status.skipped[where] = (reason, detail)
         if detail not in self._logged:
             self._logged[detail] = True
@@ -181,7 +188,7 @@ class Feed:
 
     def relisting(self, reason: str, method: str = "paginated") -> None:
         """A (re)list starts: why, and how ("streaming" or "paginated"; a snapshot is neither)."""
-        self.metrics.relists.labels(self.name, reason, method).inc()
+        self.metrics.relists.labels(*self._labels, reason, method).inc()
         self.status.relists += 1
         self.status.listing = True
         self.status.phase = Phase.LISTING
@@ -203,7 +210,7 @@ class Feed:
         """The streaming list of this attempt is off (the server refused or ignored it)."""
         self._pending = []
         _LISTING_GC.end(self)
-        self.metrics.list_fallbacks.labels(self.name, why).inc()
+        self.metrics.list_fallbacks.labels(*self._labels, why).inc()
         self.status.listing = False
 
     def list_done(self, then: Phase = Phase.WATCHING) -> None:
@@ -269,7 +276,7 @@ class Feed:
         self.status.phase = Phase.LISTING if self.status.listing else Phase.WATCHING
 
     def watch_ended(self, reason: str) -> None:
-        self.metrics.restarts.labels(self.name, reason).inc()
+        self.metrics.restarts.labels(*self._labels, reason).inc()
         self.status.watch_restarts += 1
 
     def stopped(self) -> None:
@@ -283,7 +290,7 @@ class Feed:
         """A request failed; a relist in progress is abandoned (the last state stays served)."""
         self._pending = []
         _LISTING_GC.end(self)
-        self.metrics.source_errors.labels(self.name, reason).inc()
+        self.metrics.source_errors.labels(*self._labels, reason).inc()
         status = self.status
         status.listing = False
         status.phase = Phase.BACKING_OFF

@@ -36,6 +36,7 @@ class SourceError:
 @dataclass(eq=False, slots=True)
 class SourceStatus:
     name: str
+    cluster: str = ""  # its cluster's name with a clusters: map
     synced: bool = False  # finished a first full list
     phase: Phase = Phase.LISTING
     healthy: bool = False  # the last list or watch request succeeded, and no error since
@@ -53,8 +54,10 @@ class SourceStatus:
     def view(self) -> dict[str, object]:
         """For the explain view (JSON): everything but the skipped data, which sets list."""
         error = self.last_error
+        cluster = {"cluster": self.cluster} if self.cluster else {}
         return {
             "source": self.name,
+            **cluster,
             "state": self.state,
             "phase": self.phase.value,
             "failing": self.failing,
@@ -64,6 +67,11 @@ class SourceStatus:
             "relists": self.relists,
             "watch_restarts": self.watch_restarts,
         }
+
+    @property
+    def source(self) -> str:
+        """Its list/watch, without the cluster: the ``source`` label of metrics."""
+        return self.name.removeprefix(f"{self.cluster}/") if self.cluster else self.name
 
     @property
     def failing(self) -> bool:

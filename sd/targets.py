@@ -22,7 +22,7 @@ from sd.index import Index, Policy
 from sd.kinds import KINDS
 from sd.kinds.ips import host_of, hostport, ip_family, target_address
 from sd.kinds.kind import Port, Record
-from sd.kinds.labels import IP_FAMILY_LABEL, Allowlist
+from sd.kinds.labels import CLUSTER_LABEL, IP_FAMILY_LABEL, Allowlist
 from sd.kinds.relations import Relation
 from sd.shards import Shards
 from sd.status import SourceStatus
@@ -60,9 +60,13 @@ class TargetSet:
     With ``ip_family: reachable`` the set asks ``prober`` which of a candidate's IPs
     answer, publishes those (the primary IP until one answers) and re-claims a
     record's IPs when its probe results change (``refresh``).
+
+    With a ``cluster`` it is that cluster's part of a set served over several clusters
+    (``sd/clusters.py``): its index resolves conflicts within the cluster only, and every
+    group carries ``__meta_sd_cluster``.
     """
 
-    def __init__(self, config: SetConfig, prober: Prober | None = None) -> None:
+    def __init__(self, config: SetConfig, prober: Prober | None = None, cluster: str | None = None) -> None:
         self.config = config
         self.name = config.name
         self.kind = kind = KINDS[config.source]
@@ -91,6 +95,8 @@ class TargetSet:
         self.instance_label = family != IPFamilyPolicy.BOTH
         self.annotations = Allowlist.of(config.annotations)
         self._static = dict(config.labels)
+        if cluster is not None:
+            self._static[CLUSTER_LABEL] = cluster
         if config.metrics_path:
             self._static[METRICS_PATH] = config.metrics_path
         if config.scheme:

@@ -12,33 +12,64 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from sd.clusters import ClusterSets, Served
 from sd.index import why_lost
 from sd.kinds.ips import IPFamily, ip_family
 from sd.kinds.kind import NO_ADDRESS, NO_ADDRESS_WHY
 from sd.status import SourceStatus
 from sd.targets import TargetSet
 
-SYNCING, READY, STALE = "syncing", "ready", "stale"
+SYNCING, READY, STALE, PARTIAL = "syncing", "ready", "stale", "partial"
 
 
-def set_state(ts: TargetSet) -> str:
+def parts(ts: Served) -> list[tuple[str, TargetSet]]:
+    """(cluster name, its part) of a set over several clusters; ("", the set) otherwise."""
+    return list(ts.parts.items()) if isinstance(ts, ClusterSets) else [("", ts)]
+
+
+def set_state(ts: Served) -> str:
     """"syncing" until the first full list is served, then "ready", or "stale" while one of
-    its sources retries after errors (the last state is served meanwhile)."""
+    its sources retries after errors (the last state is served meanwhile), or "partial"
+    while it serves without a cluster that has not synced (past its sync timeout)."""
     if not ts.synced:
         return SYNCING
-    return STALE if any(s.state == STALE for s in ts.statuses) else READY
+    if any(s.state == STALE for s in ts.statuses):
+        return STALE
+    return PARTIAL if isinstance(ts, ClusterSets) and ts.missing() else READY
 
 
-def statuses(sets: Iterable[TargetSet]) -> dict[str, SourceStatus]:
+@dataclass(frozen=True, slots=True)
+class ClusterState:
+    """One cluster's part of a set over several clusters."""
+
+    synced: bool  # its first list is served
+    waiting_for: list[str]  # its sources that have not finished a first list
+    targets: int
+
+
+def cluster_states(ts: Served) -> dict[str, ClusterState]:
+    """By cluster name, for a set over several clusters; {} for one cluster's set."""
+    if not isinstance(ts, ClusterSets):
+        return {}
+    return {name: ClusterState(part.synced, part.waiting_for(), len(part)) for name, part in ts.parts.items()}
+
+
+def missing_clusters(ts: Served) -> list[str]:
+    """The clusters of a set over several clusters that have not synced (in name order)."""
+    return [name for name, state in cluster_states(ts).items() if not state.synced]
+
+
+def statuses(sets: Iterable[Served]) -> dict[str, SourceStatus]:
     """The sources the sets read, each once, by name in name order."""
     found = {s.name: s for ts in sets for s in ts.statuses}
     return dict(sorted(found.items()))
 
 
-def targets_by_family(ts: TargetSet) -> dict[IPFamily, int]:
+def targets_by_family(ts: Served) -> dict[IPFamily, int]:
     counts = dict.fromkeys(IPFamily, 0)
-    for ip, _ in ts.targets():
-        counts[ip_family(ip)] += 1
+    for _, part in parts(ts):
+        for ip, _ in part.targets():
+            counts[ip_family(ip)] += 1
     return counts
 
 
@@ -55,20 +86,27 @@ class SetStats:
     probes: dict[tuple[IPFamily, str], int]  # (family, "ok" | "failed") → endpoints
 
 
-def stats(ts: TargetSet) -> SetStats:
-    index, prober = ts.index, ts.prober
-    excluded = Counter(reason for key in index.records if (reason := index.excluded(key)) is not None)
+def stats(ts: Served) -> SetStats:
+    """The set's numbers; over several clusters, the sum of its clusters'."""
+    excluded: Counter[str] = Counter()
     probes: Counter[tuple[IPFamily, str]] = Counter()
-    if prober is not None:
-        probes.update(
-            (ip_family(ip), "ok" if r.ok else "failed") for key in index.records for ip, r in prober.results(key).items()
-        )
+    objects = conflicts = resolved = 0
+    for _, part in parts(ts):
+        index, prober = part.index, part.prober
+        excluded.update(reason for key in index.records if (reason := index.excluded(key)) is not None)
+        if prober is not None:
+            probes.update(
+                (ip_family(ip), "ok" if r.ok else "failed") for key in index.records for ip, r in prober.results(key).items()
+            )
+        objects += len(index)
+        conflicts += index.conflicts()
+        resolved += index.conflicts_resolved
     return SetStats(
         targets=targets_by_family(ts),
-        objects=len(index),
+        objects=objects,
         excluded=dict(sorted(excluded.items())),
-        conflicts=index.conflicts(),
-        conflicts_resolved=index.conflicts_resolved,
+        conflicts=conflicts,
+        conflicts_resolved=resolved,
         synced=ts.synced,
         probes=dict(sorted(probes.items())),
     )
@@ -83,37 +121,52 @@ def address_order(ip: str) -> bytes:
     return b"\x04" + socket.inet_pton(socket.AF_INET, ip)
 
 
-def explain(ts: TargetSet) -> dict[str, Any]:
-    """Every served IP (in address order; with ``ports: all``, every address) with its
-    target, family, winner (its node, instance and Kubernetes labels) and why the others
-    lost; the indexed objects
-    that are not candidates and why; bad data skipped by its sources; probe results.
-    For people, not Prometheus."""
-    index, kind = ts.index, ts.kind
-    ips = []
-    for claim in sorted(index.winners, key=lambda c: (address_order(ts.ip_of(c)), c)):
-        winner, *losers = index.candidates(claim)
-        ip = ts.ip_of(claim)
-        ips.append(
-            {
-                "ip": ip,
-                "target": ts.target(claim),
-                "family": str(ip_family(ip)),
-                "winner": winner.key,
-                "node": kind.node_of(winner),
-                "instance": kind.instance(winner) if ts.instance_label else None,
-                "labels": dict(winner.labels),
-                "losers": [{"object": c.key, "why": why_lost(c, winner)} for c in losers],
-            }
-        )
-    excluded = []
-    for key in sorted(index.records):
-        reason = index.excluded(key)
-        if reason is None and index.claims(key):
-            continue
-        record = index.records[key]
-        why = NO_ADDRESS_WHY if reason is None else ts.why_excluded(reason, record)
-        excluded.append({"object": key, "reason": reason or NO_ADDRESS, "why": why})
+def explain(ts: Served) -> dict[str, Any]:
+    """Every served IP (in address order; with ``ports: all``, every address; by cluster first
+    over several clusters) with its target, family, winner (its node, instance and Kubernetes
+    labels) and why the others lost; the indexed objects that are not candidates and why; bad
+    data skipped by its sources; probe results. Over several clusters every entry names its
+    cluster, and ``clusters`` says which have synced. For people, not Prometheus."""
+    ips: list[dict[str, Any]] = []
+    excluded: list[dict[str, Any]] = []
+    probes: list[dict[str, Any]] = []
+    for cluster, part in parts(ts):
+        named = {"cluster": cluster} if cluster else {}
+        index, kind = part.index, part.kind
+        for claim in sorted(index.winners, key=lambda c: (address_order(part.ip_of(c)), c)):
+            winner, *losers = index.candidates(claim)
+            ip = part.ip_of(claim)
+            ips.append(
+                {
+                    **named,
+                    "ip": ip,
+                    "target": part.target(claim),
+                    "family": str(ip_family(ip)),
+                    "winner": winner.key,
+                    "node": kind.node_of(winner),
+                    "instance": kind.instance(winner) if part.instance_label else None,
+                    "labels": dict(winner.labels),
+                    "losers": [{"object": c.key, "why": why_lost(c, winner)} for c in losers],
+                }
+            )
+        for key in sorted(index.records):
+            reason = index.excluded(key)
+            if reason is None and index.claims(key):
+                continue
+            record = index.records[key]
+            why = NO_ADDRESS_WHY if reason is None else part.why_excluded(reason, record)
+            excluded.append({**named, "object": key, "reason": reason or NO_ADDRESS, "why": why})
+        if part.prober is not None:
+            probes += [
+                {
+                    **named,
+                    "object": key,
+                    "results": {ip: {"ok": r.ok, "detail": r.detail} for ip, r in results.items()},
+                    "advice": part.prober.advice(key),
+                }
+                for key in sorted(index.records)
+                if (results := part.prober.results(key))
+            ]
     view: dict[str, Any] = {
         "set": ts.name,
         "source": str(ts.config.source),
@@ -122,19 +175,17 @@ def explain(ts: TargetSet) -> dict[str, Any]:
         "ips": ips,
         "excluded": excluded,
         "skipped": [
-            {"object": obj, "reason": reason, "detail": detail}
+            {**({"cluster": status.cluster} if status.cluster else {}), "object": obj, "reason": reason, "detail": detail}
             for status in ts.statuses
             for obj, (reason, detail) in sorted(status.skipped.items())
         ],
     }
-    if ts.prober is not None:
-        view["probes"] = [
-            {
-                "object": key,
-                "results": {ip: {"ok": r.ok, "detail": r.detail} for ip, r in results.items()},
-                "advice": ts.prober.advice(key),
-            }
-            for key in sorted(index.records)
-            if (results := ts.prober.results(key))
+    if isinstance(ts, ClusterSets):
+        view["clusters"] = [
+            {"cluster": name, "synced": state.synced, "waiting_for": state.waiting_for, "targets": state.targets}
+            for name, state in cluster_states(ts).items()
         ]
+        view["cluster_sync_timeout_seconds"] = ts.config.cluster_sync_timeout_seconds
+    if any(part.prober is not None for _, part in parts(ts)):
+        view["probes"] = probes
     return view

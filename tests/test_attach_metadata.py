@@ -343,7 +343,7 @@ def config(**sets: dict) -> Any:
 
 
 def kinds_watched(service: Service) -> list[str]:
-    return sorted(str(lw) for lw in service.feeds)
+    return sorted(str(feed.list_watch) for feed in service.feeds.values())
 
 
 def test_the_shared_watches_start_only_when_a_set_asks_and_stop_when_none_does():
@@ -353,18 +353,18 @@ def test_the_shared_watches_start_only_when_a_set_asks_and_stop_when_none_does()
                           b={"attach_metadata": {"namespace": True, "deployment": True, "job": True},
                              "annotations": ["team.example/*"]}))
     assert kinds_watched(service) == ["namespaces", "pods", "pods a=1", "replicasets"]
-    (ns_feed,) = [f for lw, f in service.feeds.items() if lw == ListWatch(namespaces.KIND)]
+    (ns_feed,) = [f for f in service.feeds.values() if f.list_watch == ListWatch(namespaces.KIND)]
     assert ns_feed.annotations == Allowlist.of(["team.example/*"]), "the annotations the attaching sets list"
     assert service.sets["a"].attached[0].directory is service.sets["b"].attached[0].directory, "one shared namespace watch"
     service.reload(config(plain={}, c={"attach_metadata": {"cronjob": True}}))
     assert kinds_watched(service) == ["jobs", "pods"]
-    assert sorted(service.directories) == ["jobs"]
+    assert sorted(service.clusters[""].directories) == ["jobs"]
 
 
 def test_a_set_answers_only_after_its_attached_watches_synced():
     service = Service(config(web={"attach_metadata": {"namespace": True, "deployment": True}}), Metrics())
     ts = service.sets["web"]
-    feeds = {lw.kind.name: feed for lw, feed in service.feeds.items()}
+    feeds = {feed.kind.name: feed for feed in service.feeds.values()}
     for name in ("pods", "namespaces"):
         feeds[name].list_page([make_pods("default", ("ReplicaSet", "web-1"))] if name == "pods" else [])
         feeds[name].list_done()

@@ -460,6 +460,42 @@ def test_the_standalone_variant_builds_kube_http_sd_behind_its_service():
     assert image == {f"{IMAGE}:{pyproject_version()}"}
 
 
+def test_the_central_variant_serves_each_kubeconfig_of_its_secret_as_a_cluster(tmp_path):
+    from sd.config import parse_config
+
+    built = kustomize_build(KUBE_DIR / "central")
+    (dep,) = [d for d in built if d["kind"] == "Deployment"]
+    spec = dep["spec"]["template"]["spec"]
+    (volume,) = [v for v in spec["volumes"] if v.get("secret", {}).get("secretName") == "kube-http-sd-clusters"]
+    (mount,) = [m for m in spec["containers"][0]["volumeMounts"] if m["name"] == volume["name"]]
+    (configmap,) = [d for d in built if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "kube-http-sd"]
+    raw = yaml.safe_load(configmap["data"]["sd.yaml"])
+    clusters = raw["clusters"]
+    assert [n for n, c in clusters.items() if c.get("in_cluster")] == ["local"]
+    # Every other cluster reads the Secret's file named after it; with those files there,
+    # the config is valid.
+    for name, cluster in clusters.items():
+        if "kubeconfig" in cluster:
+            assert cluster["kubeconfig"] == f"{mount['mountPath']}/{name}"
+            local = tmp_path / name
+            local.write_text(yaml.safe_dump({
+                "apiVersion": "v1", "kind": "Config", "current-context": name,
+                "contexts": [{"name": name, "context": {"cluster": name, "user": name}}],
+                "clusters": [{"name": name, "cluster": {"server": "https://203.0.113.1:6443"}}],
+                "users": [{"name": name, "user": {"token": "t"}}],
+            }))
+            cluster["kubeconfig"] = str(local)
+    assert set(parse_config(raw).clusters) == set(clusters)
+
+
+def test_the_remote_variant_is_only_the_read_only_identity():
+    built = kustomize_build(KUBE_DIR / "remote")
+    assert sorted((d["kind"], d["metadata"]["name"]) for d in built) == [
+        ("ClusterRole", "kube-http-sd"), ("ClusterRoleBinding", "kube-http-sd"),
+        ("Secret", "kube-http-sd-token"), ("ServiceAccount", "kube-http-sd"),
+    ]
+
+
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_variant_names_cannot_collide_with_a_kube_prometheus_stack_in_monitoring(variant):
     # kube-prometheus-stack names its objects <release>-kube-prometheus-*, <release>-grafana,

@@ -33,7 +33,7 @@ from sd.http.pages import explain_text, index_text, readyz_text
 from sd.http.responses import BodyResponse, error, etag_matches
 from sd.metrics import Metrics
 from sd.service import Driver, Service
-from sd.targets import TargetSet
+from sd.clusters import Served
 from sd.views import explain
 
 log = logging.getLogger("sd.http")
@@ -78,7 +78,7 @@ def _service(request: Request) -> Service:
     return request.app.state.service  # type: ignore[no-any-return]
 
 
-def _lookup(request: Request) -> TargetSet | Response:
+def _lookup(request: Request) -> Served | Response:
     """The set named in the path, or the 404 to answer."""
     sets = _service(request).sets
     name = request.path_params["name"]

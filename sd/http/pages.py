@@ -8,11 +8,11 @@ from typing import Iterable
 from sd._table import table
 from sd.kinds.ips import IPFamily
 from sd.status import SourceStatus
-from sd.targets import TargetSet
-from sd.views import READY, set_state, statuses, targets_by_family
+from sd.clusters import Served
+from sd.views import READY, missing_clusters, set_state, statuses, targets_by_family
 
 
-def index_text(sets: Iterable[TargetSet], debug: bool) -> str:
+def index_text(sets: Iterable[Served], debug: bool) -> str:
     """The table at ``/`` for curl: one row per set."""
     rows = []
     for ts in sorted(sets, key=lambda s: s.name):
@@ -37,14 +37,21 @@ def source_line(status: SourceStatus, now: float | None = None) -> str:
     return ", ".join(parts)
 
 
-def readyz_text(sets: Iterable[TargetSet]) -> tuple[bool, str]:
+def readyz_text(sets: Iterable[Served]) -> tuple[bool, str]:
     """(ready, body): ready once every set synced; the body names what is waiting,
-    listing or stale and why, so a failing readiness probe explains itself."""
+    listing or stale and why, and the clusters a set waits for or serves without (past
+    its cluster_sync_timeout_seconds), so a failing readiness probe explains itself."""
     sets = sorted(sets, key=lambda s: s.name)
     waiting = [ts.name for ts in sets if not ts.synced]
+    clusters = [
+        f"{ts.name}: {'serving without' if ts.synced else 'waiting for'} cluster {', '.join(missing)} "
+        f"(no first list yet; cluster_sync_timeout_seconds {ts.config.cluster_sync_timeout_seconds:g})"
+        for ts in sets
+        if (missing := missing_clusters(ts))
+    ]
     troubled = [source_line(s) for s in statuses(sets).values() if s.state != READY or s.listing]
     head = f"waiting for first sync: {', '.join(waiting)}" if waiting else "ready"
-    return not waiting, "\n".join([head, *troubled]) + "\n"
+    return not waiting, "\n".join([head, *clusters, *troubled]) + "\n"
 
 
 def explain_text(view: dict) -> str:
@@ -67,19 +74,30 @@ def explain_text(view: dict) -> str:
             out.extend([f"{title}: {len(rows)}"] if title else [])
             out.append(table(headers, rows))
 
+    # Over several clusters every row starts with its cluster.
+    cl: tuple[str, ...] = ("CLUSTER",) if "clusters" in view else ()
+
+    def at(entry: dict) -> tuple[str, ...]:
+        return (entry["cluster"],) if cl else ()
+
+    if cl:
+        section("clusters", ("CLUSTER", "SYNCED", "TARGETS", "WAITING FOR"),
+                [(c["cluster"], "yes" if c["synced"] else "no", c["targets"], ", ".join(c["waiting_for"]) or "-")
+                 for c in view["clusters"]])
     ips = []
     for entry in view["ips"]:
         losers = "; ".join(f"{lo['object']}: {lo['why']}" for lo in entry["losers"]) or "-"
-        ips.append((entry["ip"], entry["target"], entry["winner"], losers))
-    section(None, ("IP", "TARGET", "WINNER", "LOSERS (WHY)"), ips)
-    section("not candidates", ("OBJECT", "REASON", "WHY"), [(e["object"], e["reason"], e["why"]) for e in view["excluded"]])
+        ips.append((*at(entry), entry["ip"], entry["target"], entry["winner"], losers))
+    section(None, (*cl, "IP", "TARGET", "WINNER", "LOSERS (WHY)"), ips)
+    section("not candidates", (*cl, "OBJECT", "REASON", "WHY"),
+            [(*at(e), e["object"], e["reason"], e["why"]) for e in view["excluded"]])
     probes = [
-        (p["object"], ip, "ok" if r["ok"] else "FAILED", r["detail"])
+        (*at(p), p["object"], ip, "ok" if r["ok"] else "FAILED", r["detail"])
         for p in view.get("probes", ())
         for ip, r in p["results"].items()
     ]
-    section("reachability probes", ("OBJECT", "IP", "RESULT", "DETAIL"), probes)
-    out += [f"advice: {p['object']}: {p['advice']}" for p in view.get("probes", ()) if p["advice"]]
-    skipped = [(e["object"], e["reason"], e["detail"]) for e in view["skipped"]]
-    section("skipped bad data", ("OBJECT", "REASON", "DETAIL"), skipped)
+    section("reachability probes", (*cl, "OBJECT", "IP", "RESULT", "DETAIL"), probes)
+    out += [f"advice: {'/'.join((*at(p), p['object']))}: {p['advice']}" for p in view.get("probes", ()) if p["advice"]]
+    skipped = [(*at(e), e["object"], e["reason"], e["detail"]) for e in view["skipped"]]
+    section("skipped bad data", (*cl, "OBJECT", "REASON", "DETAIL"), skipped)
     return "\n".join(out)

@@ -18,8 +18,8 @@ from typing import Any, Iterable, Sequence
 from urllib.parse import quote
 
 from sd.kinds.ips import IPFamily
-from sd.targets import TargetSet
-from sd.views import explain, set_state, stats as set_stats, statuses
+from sd.clusters import Served
+from sd.views import cluster_states, explain, set_state, stats as set_stats, statuses
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
@@ -133,7 +133,7 @@ def _sources_table(views: list[dict[str, Any]]) -> str:
     return _table(headers, rows, "sources")
 
 
-def overview_main(sets: Iterable[TargetSet], debug: bool) -> str:
+def overview_main(sets: Iterable[Served], debug: bool) -> str:
     sets = sorted(sets, key=lambda s: s.name)
     waiting = [ts.name for ts in sets if not ts.synced]
     sources = statuses(sets)
@@ -171,8 +171,15 @@ def overview_main(sets: Iterable[TargetSet], debug: bool) -> str:
     )
 
 
-def set_main(ts: TargetSet) -> str:
+def set_main(ts: Served) -> str:
     view, stats = explain(ts), set_stats(ts)
+    # Over several clusters every row starts with its cluster.
+    clusters = cluster_states(ts)
+    cl = ["cluster"] if clusters else []
+
+    def at(entry: dict[str, Any]) -> list[str]:
+        return [_e(entry["cluster"])] if clusters else []
+
     fam = stats.targets
     total = fam[IPFamily.IPV4] + fam[IPFamily.IPV6]
     summary = (
@@ -181,35 +188,45 @@ def set_main(ts: TargetSet) -> str:
         f"{_n(len(view['skipped']), 'object')} with bad data skipped"
     )
     contested = [
-        [_e(entry["ip"]), f'<span class="winner">{_e(entry["winner"])}</span>',
+        [*at(entry), _e(entry["ip"]), f'<span class="winner">{_e(entry["winner"])}</span>',
          f'<span class="loser">{_e(loser["object"])}</span>', _e(loser["why"])]
         for entry in view["ips"]
         for loser in entry["losers"]
     ]
-    excluded = [[_e(e["object"]), _e(e["reason"]), _e(e["why"])] for e in view["excluded"]]
-    skipped = [[_e(e["object"]), _e(e["reason"]), _e(e["detail"])] for e in view["skipped"]]
+    excluded = [[*at(e), _e(e["object"]), _e(e["reason"]), _e(e["why"])] for e in view["excluded"]]
+    skipped = [[*at(e), _e(e["object"]), _e(e["reason"]), _e(e["detail"])] for e in view["skipped"]]
     probes = [
-        [_e(p["object"]), _e(ip), '<span class="ok">ok</span>' if r["ok"] else '<span class="failed">failed</span>',
+        [*at(p), _e(p["object"]), _e(ip), '<span class="ok">ok</span>' if r["ok"] else '<span class="failed">failed</span>',
          _e(r["detail"]), _e(p["advice"] or "–")]
         for p in view.get("probes", ())
         for ip, r in p["results"].items()
     ]
     targets = [
-        [_e(entry["target"]), _e(entry["family"]), _e(entry["winner"]), _e(entry["node"] or "–"),
+        [*at(entry), _e(entry["target"]), _e(entry["family"]), _e(entry["winner"]), _e(entry["node"] or "–"),
          _e(entry["instance"] or "–"),
          " ".join(f'<span class="label">{_e(k)}={_e(v)}</span>' for k, v in entry["labels"].items())]
         for entry in view["ips"]
     ]
+    timeout = ts.config.cluster_sync_timeout_seconds
+    cluster_rows = [
+        [f'<span class="name">{_e(name)}</span>', _state("ready" if state.synced else "missing" if ts.synced else "syncing"),
+         _e(f"{state.targets:,}"), _e(", ".join(state.waiting_for) or "–")]
+        for name, state in clusters.items()
+    ]
     return (
         f'<p class="summary">{_state(set_state(ts))} {_e(summary)}</p>'
-        f'<section id="sources"><h2>Sources</h2>{_sources_table(view["sources"])}</section>'
-        + _section("contested", "Contested IPs", contested, ["IP", "winner", "loser", "why it lost"],
-                   "each IP is served once: by the winner of the conflict rule")
-        + _section("excluded", "Not candidates", excluded, ["object", "reason", "why"])
-        + _section("skipped", "Bad data skipped", skipped, ["object", "reason", "detail"],
+        + _section("clusters", "Clusters", cluster_rows, ["cluster", "state", "targets", "waiting for a first list"],
+                   _e(f"the set waits up to {timeout:g} s (cluster_sync_timeout_seconds) for every cluster's first list, "
+                      "then serves the clusters that have one and shows the others as missing"))
+        + f'<section id="sources"><h2>Sources</h2>{_sources_table(view["sources"])}</section>'
+        + _section("contested", "Contested IPs", contested, [*cl, "IP", "winner", "loser", "why it lost"],
+                   "each IP is served once per cluster: by the winner of the conflict rule" if cl
+                   else "each IP is served once: by the winner of the conflict rule")
+        + _section("excluded", "Not candidates", excluded, [*cl, "object", "reason", "why"])
+        + _section("skipped", "Bad data skipped", skipped, [*cl, "object", "reason", "detail"],
                    "the object keeps its last good value of the field")
-        + _section("probes", "Reachability probes", probes, ["object", "IP", "result", "detail", "advice"])
-        + _section("targets", "Targets", targets, ["target", "family", "object", "node", "instance", "object labels"])
+        + _section("probes", "Reachability probes", probes, [*cl, "object", "IP", "result", "detail", "advice"])
+        + _section("targets", "Targets", targets, [*cl, "target", "family", "object", "node", "instance", "object labels"])
     )
 
 

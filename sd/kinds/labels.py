@@ -8,6 +8,7 @@ from functools import lru_cache
 
 META = "__meta_kubernetes_"
 IP_FAMILY_LABEL = "__meta_sd_ip_family"
+CLUSTER_LABEL = "__meta_sd_cluster"  # with a clusters: map, the cluster's name there
 
 _INVALID_LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
 

@@ -16,6 +16,7 @@ version range pinned in pyproject.toml).
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import importlib.util
 import os
@@ -27,13 +28,15 @@ import types
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable
 from urllib.parse import urlencode
 
 import aiohttp
 from yarl import URL
 
-from sd.kube.informer import ListCall
+import yaml
+
+from sd.kube.informer import Failure, ListCall
 
 
 def _kubernetes_asyncio() -> tuple[types.ModuleType, types.ModuleType, type[Exception]]:
@@ -88,9 +91,12 @@ class ClusterConfig:
     path: str = ""  # the kubeconfig file
     token_file: str = _incluster_config.SERVICE_TOKEN_FILENAME
     ca_file: str = _incluster_config.SERVICE_CERT_FILENAME
+    context: str = ""  # a context of the kubeconfig; "": its current-context
 
     def __str__(self) -> str:
-        return f"kubeconfig {self.path}" if self.kind == "kubeconfig" else "in-cluster service account"
+        if self.kind != "kubeconfig":
+            return "in-cluster service account"
+        return f"kubeconfig {self.path}" + (f" context {self.context}" if self.context else "")
 
 
 def find_cluster(kubeconfig: str | None, environ: dict[str, str] | os._Environ = os.environ) -> ClusterConfig:
@@ -217,11 +223,65 @@ async def api_client(cluster: ClusterConfig) -> ApiClient:
             try_refresh_token=False,
         )
         return ApiClient(configuration, TokenFile(cluster.token_file))
-    await _kube_config.load_kube_config(config_file=cluster.path, client_configuration=configuration)
+    await _kube_config.load_kube_config(config_file=cluster.path, context=cluster.context or None, client_configuration=configuration)
     return ApiClient(configuration)
 
 
-def list_call(api: ApiClient, path: str, label_selector: str = "", field_selector: str = "") -> ListCall:
+# What kubernetes-asyncio's loader raises for a kubeconfig it cannot use: whatever a
+# malformed file makes it hit.
+LOAD_ERRORS = (ConfigException, OSError, ValueError, TypeError, KeyError, AttributeError, yaml.YAMLError)
+
+
+def load_error(exc: BaseException) -> str:
+    """One of LOAD_ERRORS as "this file is not a usable kubeconfig", in one line."""
+    detail = " ".join(str(exc).split())
+    if isinstance(exc, yaml.YAMLError):
+        return f"not valid YAML: {detail}"
+    if isinstance(exc, (TypeError, KeyError, AttributeError)):
+        return f"not a kubeconfig ({type(exc).__name__}: {detail})"
+    return detail
+
+
+class Clients:
+    """One ``ApiClient`` per cluster (several clusters), made on first use, so that a cluster
+    added by a reload gets one; ``keep`` closes those of clusters gone or changed."""
+
+    def __init__(self) -> None:
+        self._made: dict[str, tuple[ClusterConfig, asyncio.Task[ApiClient]]] = {}
+
+    def get(self, name: str, cluster: ClusterConfig) -> Awaitable[ApiClient]:
+        """The cluster's client; raises what ``api_client`` raises (and again on the next
+        call, which tries again)."""
+        made = self._made.get(name)
+        if made is not None and made[0] == cluster and not (made[1].done() and made[1].exception()):
+            return made[1]
+        if made is not None:
+            self._discard(made[1])
+        task = asyncio.ensure_future(api_client(cluster))
+        self._made[name] = (cluster, task)
+        return task
+
+    def keep(self, clusters: dict[str, ClusterConfig]) -> None:
+        """Close the clients of clusters not in ``clusters`` or reached another way now."""
+        for name in [n for n, (c, _) in self._made.items() if clusters.get(n) != c]:
+            self._discard(self._made.pop(name)[1])
+
+    async def close(self) -> None:
+        for _, task in self._made.values():
+            if task.done() and not task.exception():
+                await task.result().close()
+        self._made.clear()
+
+    @staticmethod
+    def _discard(task: asyncio.Task[ApiClient]) -> None:
+        def close(done: asyncio.Task[ApiClient]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                asyncio.ensure_future(done.result().close())
+
+        task.add_done_callback(close)
+
+
+def list_call(api: ApiClient | ClusterClient, path: str, label_selector: str = "", field_selector: str = "") -> ListCall:
     """GETs of the collection at ``path`` (``/api/v1/nodes``) with the selectors bound: the
     informer adds the list/watch query parameters and reads the raw response."""
     selectors: dict[str, str] = {}
@@ -234,3 +294,19 @@ def list_call(api: ApiClient, path: str, label_selector: str = "", field_selecto
         return await api.get(path, {**selectors, **params}, timeout)
 
     return call
+
+
+class ClusterClient:
+    """GETs to cluster ``name`` through its client in ``clients``: a client that cannot be
+    made (its kubeconfig broke since the start) fails the request, which the informer
+    backs off and retries like any other failure."""
+
+    def __init__(self, clients: Clients, name: str, cluster: ClusterConfig) -> None:
+        self._clients, self._name, self._cluster = clients, name, cluster
+
+    async def get(self, path: str, params: dict[str, str], timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
+        try:
+            api = await self._clients.get(self._name, self._cluster)
+        except LOAD_ERRORS as exc:
+            raise Failure("kubeconfig", f"{self._cluster}: cannot load: {load_error(exc)}") from None
+        return await api.get(path, params, timeout)
