@@ -426,3 +426,14 @@ def test_the_documented_vmagent_config_is_prometheus_ymls_jobs_and_vmagent_accep
             sd["url"] = sd["url"].replace("http://localhost:8080", "http://kube-http-sd.monitoring.svc:8080")
         assert job == theirs, job["job_name"]
     assert not prometheus, f"jobs missing from docs/vmagent.md: {sorted(prometheus)}"
+
+
+def test_the_readme_vmagent_block_passes_vmagents_strict_check(tmp_path):
+    """The README's short vmagent example (the block that starts with its command line)."""
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"```yaml\n(# vmagent .*?)```", text, re.S)
+    assert block, "README has no vmagent block"
+    path = tmp_path / "vmagent.yml"
+    path.write_text(block.group(1))
+    accepted = dry_run(path)
+    assert accepted.returncode == 0, accepted.stderr
