@@ -196,10 +196,17 @@ class ControlPlane(_Process):
 
     # --- credentials and kubectl ---
 
-    def write_kubeconfig(self, name: str, *, cert: tuple[str, str] | None = None, token: str | None = None) -> Path:
-        """A kubeconfig for this API server whose only credential is ``cert`` or ``token``; the CA
-        is the API server's own serving certificate."""
-        user: dict[str, Any] = {"token": token} if token else {"client-certificate": cert[0], "client-key": cert[1]}  # type: ignore[index]
+    def write_kubeconfig(self, name: str, *, cert: tuple[str, str] | None = None, token: str | None = None,
+                         token_file: Path | None = None) -> Path:
+        """A kubeconfig for this API server whose only credential is ``cert``, ``token`` or
+        ``token_file``; the CA is the API server's own serving certificate."""
+        user: dict[str, Any]
+        if token:
+            user = {"token": token}
+        elif token_file:
+            user = {"tokenFile": str(token_file)}
+        else:
+            user = {"client-certificate": cert[0], "client-key": cert[1]}  # type: ignore[index]
         config = {
             "apiVersion": "v1", "kind": "Config", "current-context": "test",
             "clusters": [{"name": "test", "cluster": {"server": self.url, "certificate-authority": str(self.ca_file)}}],

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 import trustme
+import yaml
 
 from sd.config import default_config
 from sd.kinds import nodes
@@ -15,6 +16,7 @@ from sd.kube.client import (
     TokenFile,
     api_client,
     find_cluster,
+    kubeconfig_token_file,
     list_call,
 )
 from sd.kube.informer import Informer
@@ -156,3 +158,16 @@ def test_the_in_cluster_token_file_is_read_again_each_minute_and_at_once_after_a
     assert tokens.value() == "token-2"
     tokens.rejected(since=now[0])  # a 401 to the current token: at once
     assert tokens.value() == "token-3"
+
+
+def test_a_kubeconfig_token_file_is_the_contexts_users_relative_to_the_file(tmp_path):
+    users = [{"name": "file", "user": {"tokenFile": "secrets/token"}},
+             {"name": "both", "user": {"token": "abc", "tokenFile": "/elsewhere"}},
+             {"name": "cert", "user": {"client-certificate": "c.pem"}}]
+    contexts = [{"name": name, "context": {"cluster": "c", "user": name}} for name in ("file", "both", "cert")]
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump({"current-context": "file", "users": users, "contexts": contexts}))
+    assert kubeconfig_token_file(str(path)) == str(tmp_path / "secrets" / "token")
+    assert kubeconfig_token_file(str(path), "both") is None, "a token in the file wins, as in client-go"
+    assert kubeconfig_token_file(str(path), "cert") is None
+    assert kubeconfig_token_file(str(path), "missing") is None

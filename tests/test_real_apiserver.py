@@ -323,6 +323,32 @@ def test_in_cluster_config_and_token_rotation(cluster, tmp_path):
         assert metric_sum(srv, 'kube_http_sd_source_errors_total{reason="unauthorized"}') <= 4
 
 
+def test_a_kubeconfig_token_file_is_read_again_when_it_rotates(cluster, tmp_path):
+    """A kubeconfig whose user names a ``tokenFile`` (a central instance's token mounted from a
+    Secret): a rotated file is used at the first 401, as client-go's cached file token source
+    does, not only after a restart."""
+    cp = cluster
+    apply_base(cp)
+    for name in ("kubeconfig-token-1", "kubeconfig-token-2"):
+        cp.request("POST", "/api/v1/namespaces/monitoring/secrets",
+                   {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}})
+    token_file = tmp_path / "token"
+    token_file.write_text(cp.token("monitoring", "kube-http-sd", bound_secret="kubeconfig-token-1"))
+    cp.create(node("tokenfile-node", "203.0.113.52"))
+    with cp.serve(tmp_path, kubeconfig=cp.write_kubeconfig("token-file", token_file=token_file)) as srv:
+        eventually(lambda: srv.get("/readyz").status_code == 200, 30, what="synced with the file's token")
+        assert "203.0.113.52:10250" in served(srv, NODE_SET)
+        new = tmp_path / "token.new"
+        new.write_text(cp.token("monitoring", "kube-http-sd", bound_secret="kubeconfig-token-2"))
+        new.rename(token_file)
+        cp.delete("Secret", "kubeconfig-token-1", "monitoring")
+        eventually(lambda: metric_sum(srv, 'kube_http_sd_source_errors_total{reason="unauthorized"}') >= 1, 60,
+                   what="the revoked token refused")
+        cp.create(node("tokenfile-after", "203.0.113.53"))
+        eventually(lambda: "203.0.113.53:10250" in served(srv, NODE_SET), 60, what="a change seen with the rotated token")
+        assert srv.get("/readyz").status_code == 200
+
+
 def test_every_manifest_without_a_crd_applies_to_the_real_api_server(cluster):
     cp = cluster
     cp.ensure_namespace("monitoring")

@@ -2,8 +2,8 @@
 
 Order (DESIGN.md): ``--kubeconfig``; else in-cluster when KUBERNETES_SERVICE_HOST
 is set (IPv6 hosts are bracketed; the projected service-account token is
-re-read every minute and at once after a 401, so rotation works: ``TokenFile``);
-else ``$KUBECONFIG`` / ``~/.kube/config``. One ``ApiClient`` serves every informer.
+re-read every minute and at once after a 401, so rotation works: ``TokenFile``; a
+kubeconfig user's ``tokenFile`` too); else ``$KUBECONFIG`` / ``~/.kube/config``. One ``ApiClient`` serves every informer.
 
 kubernetes-asyncio reads the configuration (kubeconfig contexts, client
 certificates, exec plugins, token refresh, in-cluster service account); the
@@ -131,7 +131,8 @@ def user_agent() -> str:
 
 
 class TokenFile:
-    """The in-cluster service-account token, read from its projected file: again once a minute
+    """A bearer token read from a file (the in-cluster service account's projected token, or a
+    kubeconfig user's ``tokenFile``): again once a minute
     (the kubelet rotates it long before it expires), and at once when the API server rejected
     it with a 401 (client-go's cached file token source, reset by its transport on a 401): a
     token revoked early (its bound object deleted) costs one backoff, not up to a minute."""
@@ -161,7 +162,8 @@ class ApiClient:
     """GET requests to one API server with kubernetes-asyncio's settings: its TLS set-up
     (CA, client certificate, insecure-skip-tls-verify, tls-server-name, as its REST client
     builds it), proxy, and bearer token, asked for on every request so that its refresh
-    hook (exec plugins) keeps it current; in-cluster, the token comes from ``token_file``."""
+    hook (exec plugins) keeps it current; in-cluster and for a kubeconfig ``tokenFile``, the
+    token comes from ``token_file``."""
 
     def __init__(self, configuration: Any, token_file: TokenFile | None = None) -> None:
         self.configuration = configuration
@@ -224,7 +226,31 @@ async def api_client(cluster: ClusterConfig) -> ApiClient:
         )
         return ApiClient(configuration, TokenFile(cluster.token_file))
     await _kube_config.load_kube_config(config_file=cluster.path, context=cluster.context or None, client_configuration=configuration)
-    return ApiClient(configuration)
+    token_file = kubeconfig_token_file(cluster.path, cluster.context)
+    return ApiClient(configuration, TokenFile(token_file) if token_file else None)
+
+
+def kubeconfig_token_file(path: str, context: str = "") -> str | None:
+    """The ``tokenFile`` of the context's user (its current-context when ``context`` is ""),
+    relative to the kubeconfig's directory, when the user has no ``token``: client-go reads
+    such a file again every minute (its cached file token source), so a token rotated in a
+    mounted Secret is used without a restart. None when there is none; the loader that ran
+    before reported what is wrong with the file."""
+    config = yaml.safe_load(Path(path).read_text())
+
+    def named(section: str, name: Any) -> dict[str, Any]:
+        entries = config.get(section) if isinstance(config, dict) else None
+        for entry in entries if isinstance(entries, list) else ():
+            if isinstance(entry, dict) and entry.get("name") == name and isinstance(entry.get(section[:-1]), dict):
+                return entry[section[:-1]]
+        return {}
+
+    name = context or (config.get("current-context") if isinstance(config, dict) else None)
+    user = named("users", named("contexts", name).get("user"))
+    token_file = user.get("tokenFile")
+    if user.get("token") or not isinstance(token_file, str) or not token_file:
+        return None
+    return str(Path(path).parent / token_file)
 
 
 # What kubernetes-asyncio's loader raises for a kubeconfig it cannot use: whatever a
