@@ -276,3 +276,33 @@ def test_chromium_decodes_the_gzip_targets_body(chromium, tmp_path):
         )
         assert encoding == "gzip" and groups == plain and len(groups) == 600
         assert metric_sum(srv, 'kube_http_sd_http_requests_total{code="200",encoding="gzip",route="/targets/{name}"') >= 1
+
+
+def test_several_clusters_each_row_names_its_cluster_and_a_missing_one_is_shown(chromium, tmp_path):
+    """Two clusters on one IP (a conflict inside east, none across) and a third that never
+    answers: after the set's cluster_sync_timeout the pages show it partial, the missing
+    cluster, and the cluster of every row."""
+    with FakeKubeAPI() as east, FakeKubeAPI() as west:
+        east.add_many([make_node("node-a", ["192.0.2.10"], created="2026-02-01T00:00:00Z"),
+                       make_node("node-a-old", ["192.0.2.10"])])
+        west.add(make_node("node-b", ["192.0.2.10"]))
+        gone = FakeKubeAPI().start()
+        gone.stop()  # nothing listens on its port now: every connection is refused
+        kubeconfigs = {name: api.write_kubeconfig(tmp_path / f"{name}.kubeconfig")
+                       for name, api in (("east", east), ("west", west), ("gone", gone))}
+        config = tmp_path / "sd.yaml"
+        config.write_text(FAST + "clusters:\n" + "".join(f"  {n}: {{kubeconfig: {p}}}\n" for n, p in kubeconfigs.items())
+                          + "targets:\n  kubelet: {source: nodes, port: 10250, cluster_sync_timeout_seconds: 1}\n")
+        with Server("--config", str(config)) as srv:
+            srv.wait_healthy()
+            page = open_page(chromium, srv, "/")
+            expect(page.locator("table.sets tbody tr", has_text="kubelet").locator(".state")).to_have_text(
+                "partial", timeout=15_000)
+            page.close()
+            page = open_page(chromium, srv, "/sets/kubelet")
+            assert cells(page, "table.clusters") == [["east", "ready", "1", "–"], ["gone", "missing", "0", "gone/nodes"],
+                                                     ["west", "ready", "1", "–"]]
+            assert [row[:2] for row in cells(page, "table.targets")] == [["east", "192.0.2.10:10250"],
+                                                                         ["west", "192.0.2.10:10250"]]
+            assert [row[:4] for row in cells(page, "table.contested")] == [["east", "192.0.2.10", "node-a", "node-a-old"]]
+            screenshot(page, "set-kubelet-clusters")
