@@ -22,7 +22,7 @@ from sd.attach import Directory
 from sd.body import EMPTY, Body, etag
 from sd.config import ClusterSettings, SetConfig
 from sd.gzip_body import GzipBody, compress
-from sd.shards import SHARD_COUNTS_KEPT
+from sd.shards import PerShardCount
 from sd.status import SourceStatus
 from sd.targets import TargetSet
 
@@ -100,7 +100,7 @@ class ClusterSets:
         self._since = clock()  # the sync timeout counts from here
         self._served = False
         self._gzip = GzipBody()
-        self._gzipped: dict[int, dict[int, Body]] = {}  # N → I → shard I's gzip, since the last render
+        self._gzipped: PerShardCount[list[Body | None]] = PerShardCount(lambda shards: [None] * shards)  # shards' gzip
 
     # -- parts ------------------------------------------------------------------------
 
@@ -202,13 +202,11 @@ class ClusterSets:
         if selected is None:
             return self._gzip.of(self.current)
         shards, shard = selected
-        kept = self._gzipped.pop(shards, {})
-        self._gzipped[shards] = kept  # most recently asked last
-        while len(self._gzipped) > SHARD_COUNTS_KEPT:
-            del self._gzipped[next(iter(self._gzipped))]
-        if shard not in kept:
-            kept[shard] = compress(self.shard(shards, shard))
-        return kept[shard]
+        kept = self._gzipped.get(shards)
+        gz = kept[shard]
+        if gz is None:
+            gz = kept[shard] = compress(self.shard(shards, shard))
+        return gz
 
     def __len__(self) -> int:
         return sum(len(part) for part in self.parts.values())

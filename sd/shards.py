@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from typing import Callable, Generic, TypeVar
 
 from sd.body import Blocks, Body, etag
 from sd.gzip_body import compress
@@ -22,6 +23,36 @@ def hashmod(value: str, modulus: int) -> int:
     return int.from_bytes(hashlib.md5(value.encode()).digest()[8:], "big") % modulus
 
 
+T = TypeVar("T")
+
+
+class PerShardCount(Generic[T]):
+    """What a render's shards of one count N need (``make(N)``), made when first asked, for
+    at most SHARD_COUNTS_KEPT counts, the least recently asked evicted; ``clear`` after a
+    render."""
+
+    def __init__(self, make: Callable[[int], T]) -> None:
+        self._make = make
+        self._kept: OrderedDict[int, T] = OrderedDict()
+
+    def clear(self) -> None:
+        self._kept.clear()
+
+    def get(self, shards: int) -> T:
+        value = self._kept.get(shards)
+        if value is None:
+            value = self._kept[shards] = self._make(shards)
+            while len(self._kept) > SHARD_COUNTS_KEPT:
+                self._kept.popitem(last=False)
+        else:
+            self._kept.move_to_end(shards)
+        return value
+
+    def __len__(self) -> int:
+        """How many shard counts are kept."""
+        return len(self._kept)
+
+
 class Shards:
     """The shard bodies of the last render of ``blocks``: all N are cut from the body's
     spans together, at most once per render and shard count (``clear`` after a render); a
@@ -30,30 +61,21 @@ class Shards:
     def __init__(self, blocks: Blocks) -> None:
         self._blocks = blocks
         # N → its shards' bodies, and their gzip bodies once asked for
-        self._cut: OrderedDict[int, tuple[list[Body], list[Body | None]]] = OrderedDict()
+        self._cut: PerShardCount[tuple[list[Body], list[Body | None]]] = PerShardCount(
+            lambda shards: (self._split(shards), [None] * shards))
 
     def clear(self) -> None:
         self._cut.clear()
 
     def body(self, shards: int, shard: int) -> Body:
-        return self._parts(shards)[0][shard]
+        return self._cut.get(shards)[0][shard]
 
     def gzip(self, shards: int, shard: int) -> Body:
-        parts, gzipped = self._parts(shards)
+        parts, gzipped = self._cut.get(shards)
         gz = gzipped[shard]
         if gz is None:
             gz = gzipped[shard] = compress(parts[shard])
         return gz
-
-    def _parts(self, shards: int) -> tuple[list[Body], list[Body | None]]:
-        cut = self._cut.get(shards)
-        if cut is None:
-            cut = self._cut[shards] = (self._split(shards), [None] * shards)
-            while len(self._cut) > SHARD_COUNTS_KEPT:
-                self._cut.popitem(last=False)
-        else:
-            self._cut.move_to_end(shards)
-        return cut
 
     def __len__(self) -> int:
         """How many shard counts are kept."""
