@@ -16,17 +16,6 @@ import orjson
 from bench import workload as W
 from bench.harness import CONFIG_YAML, MB, Client, Context, Env, log, scrape, wait_synced
 
-ATTACHED = CONFIG_YAML + """\
-targets:
-  kubelet: {source: nodes, port: 10250, port_name: kubelet}
-  fluentd:
-    source: pods
-    port: 24231
-    port_name: monitor
-    label_selector: app.kubernetes.io/name=fluentd
-    ip_family: both
-    attach_metadata: {node: true}
-"""
 FLUENTD_ATTACHING = """\
 targets:
   kubelet: {source: nodes, port: 10250, port_name: kubelet}
@@ -38,6 +27,7 @@ targets:
     ip_family: both
     attach_metadata: {%s}
 """
+ATTACHED = CONFIG_YAML + FLUENTD_ATTACHING % "node: true"
 NAMESPACED = {  # config name -> attach_metadata
     "none": "",
     "workloads": "deployment: true, job: true, cronjob: true",
