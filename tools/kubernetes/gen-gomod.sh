@@ -2,14 +2,11 @@
 # Regenerates go.mod/go.sum for a new Kubernetes version: k8s.io/kubernetes requires its staging
 # modules at v0.0.0 and maps them with replace lines that only apply inside its own repository, so
 # this module repeats every one of them at the matching published version (derived, not typed).
-set -euo pipefail
-cd "$(dirname "$0")"
+. "$(dirname "$0")/../gen-gomod-lib.sh"
 K8S=${1:?usage: gen-gomod.sh v1.37.2}
 STAGING=v0.${K8S#v1.}
-export GOTOOLCHAIN=local GOFLAGS=-mod=mod
-modfile=$(go mod download -json "k8s.io/kubernetes@$K8S" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
-rm -f go.mod go.sum
-go mod init kube-http-sd/tools/kubernetes >/dev/null 2>&1
+modfile=$(upstream_gomod k8s.io/kubernetes "$K8S")
+new_module
 grep -E '^\s+k8s\.io/[A-Za-z0-9._-]+ => \./staging/' "$modfile" | awk '{print $1}' | while read -r mod; do
   go mod edit -replace "$mod=$mod@$STAGING"
 done

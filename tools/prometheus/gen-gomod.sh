@@ -2,14 +2,9 @@
 # Regenerates go.mod/go.sum for a new Prometheus version: module version v0.3XY.Z is Prometheus
 # 3.XY.Z. Any replace and exclude lines of Prometheus' own go.mod are repeated here (they apply
 # only inside its repository, and `go install` refuses a module that has them).
-set -euo pipefail
-cd "$(dirname "$0")"
+. "$(dirname "$0")/../gen-gomod-lib.sh"
 VERSION=${1:?usage: gen-gomod.sh v0.316.0}
-export GOTOOLCHAIN=local GOFLAGS=-mod=mod
-modfile=$(go mod download -json "github.com/prometheus/prometheus@$VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
-rm -f go.mod go.sum
-go mod init kube-http-sd/tools/prometheus >/dev/null 2>&1
-python3 ../upstream-replaces.py "$modfile" "$VERSION" >> go.mod
+new_module "github.com/prometheus/prometheus" "$VERSION"
 go get -tool "github.com/prometheus/prometheus/cmd/prometheus@$VERSION"
 go mod tidy
 release=${VERSION#v0.}; release="3.${release:1}"
