@@ -8,8 +8,9 @@ namespace's label change costs (bench/README.md)."""
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import orjson
 
@@ -55,16 +56,8 @@ def run(ctx: Context) -> None:
         for run in range(runs):
             rss, body = {}, {}
             for label, config in (("plain", plain), ("attached", attached)):
-                env.config = config
-                proc, port = env.start_server()
-                try:
-                    wait_synced(proc, port)
-                    time.sleep(1)
-                    rss[label] = proc.mem()["VmRSS"] / MB
-                    client = Client(port)
-                    body[label] = len(client.get("/targets/fluentd")[2]) / MB
+                with _settled(env, config) as (client, rss[label], body[label]):
                     if label != "attached":
-                        client.close()
                         continue
                     first = scrape(client)['kube_http_sd_render_duration_seconds_sum{set="fluentd"}']
                     before = scrape(client)
@@ -90,9 +83,6 @@ def run(ctx: Context) -> None:
                     after = scrape(client)
                     key = 'kube_http_sd_render_duration_seconds_sum{set="fluentd"}'
                     m_render.add((after[key] - before[key]) * 1e3, first * 1e3)
-                    client.close()
-                finally:
-                    proc.stop()
             m_rss.add(rss["attached"], rss["plain"])
             m_body.add(body["attached"], body["plain"])
             log(f"{sc} run {run + 1}/{runs}: RSS attached {rss['attached']:.0f} MB vs {rss['plain']:.0f} MB")
@@ -131,19 +121,9 @@ def run_namespaces(ctx: Context) -> None:
         for run in range(runs):
             rss, body = {}, {}
             for name, config in configs.items():
-                env.config = config
-                proc, port = env.start_server()
-                try:
-                    wait_synced(proc, port)
-                    time.sleep(1)
-                    rss[name] = proc.mem()["VmRSS"] / MB
-                    client = Client(port)
-                    body[name] = len(client.get("/targets/fluentd")[2]) / MB
+                with _settled(env, config) as (client, rss[name], body[name]):
                     if name == "all":
                         _namespace_change(env, client, changed_ns, run + 1, m_fresh, m_render)
-                    client.close()
-                finally:
-                    proc.stop()
             m_rss.add(rss["all"], rss["none"])
             m_pod.add((rss["all"] - rss["none"]) * MB / 1024 / pods)
             m_watch.add(rss["workloads"], rss["none"])
@@ -152,6 +132,25 @@ def run_namespaces(ctx: Context) -> None:
                 f"none {rss['none']:.0f} MB")
     finally:
         env.stop()
+
+
+@contextmanager
+def _settled(env: Env, config: str) -> Iterator[tuple[Client, float, float]]:
+    """A server on ``config``, synced and left 1 s to settle: a client, its VmRSS and the
+    /targets/fluentd body (MB); stopped on exit."""
+    env.config = config
+    proc, port = env.start_server()
+    try:
+        wait_synced(proc, port)
+        time.sleep(1)
+        rss = proc.mem()["VmRSS"] / MB
+        client = Client(port)
+        try:
+            yield client, rss, len(client.get("/targets/fluentd")[2]) / MB
+        finally:
+            client.close()
+    finally:
+        proc.stop()
 
 
 def _namespace_change(env: Env, client: Client, ns: str, revision: int, m_fresh: Any, m_render: Any) -> None:
