@@ -444,6 +444,23 @@ class Env:
                                          "--log-level", "warning"])
         return proc, port
 
+    @contextlib.contextmanager
+    def settled(self, config: str) -> Iterator[tuple[Proc, Client]]:
+        """A server on ``config``, synced and left 1 s to settle (so RSS readings compare), and
+        a client of it; both stopped on exit."""
+        self.config = config
+        proc, port = self.start_server()
+        try:
+            wait_synced(proc, port)
+            time.sleep(1)
+            client = Client(port)
+            try:
+                yield proc, client
+            finally:
+                client.close()
+        finally:
+            proc.stop()
+
     def spawn_synced(self) -> tuple[Proc, int, float]:
         proc, port = self.start_server()
         done = wait_synced(proc, port)

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import orjson
 
 from bench import workload as W
-from bench.harness import CONFIG_YAML, MB, Client, Context, Env, log, scrape, wait_synced
+from bench.harness import CONFIG_YAML, MB, Client, Context, Env, log, scrape
 
 FLUENTD_ATTACHING = """\
 targets:
@@ -136,21 +136,10 @@ def run_namespaces(ctx: Context) -> None:
 
 @contextmanager
 def _settled(env: Env, config: str) -> Iterator[tuple[Client, float, float]]:
-    """A server on ``config``, synced and left 1 s to settle: a client, its VmRSS and the
-    /targets/fluentd body (MB); stopped on exit."""
-    env.config = config
-    proc, port = env.start_server()
-    try:
-        wait_synced(proc, port)
-        time.sleep(1)
+    """``env.settled(config)``: its client, its VmRSS and the /targets/fluentd body (MB)."""
+    with env.settled(config) as (proc, client):
         rss = proc.mem()["VmRSS"] / MB
-        client = Client(port)
-        try:
-            yield client, rss, len(client.get("/targets/fluentd")[2]) / MB
-        finally:
-            client.close()
-    finally:
-        proc.stop()
+        yield client, rss, len(client.get("/targets/fluentd")[2]) / MB
 
 
 def _namespace_change(env: Env, client: Client, ns: str, revision: int, m_fresh: Any, m_render: Any) -> None:

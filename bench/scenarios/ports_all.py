@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from bench import workload as W
-from bench.harness import CONFIG_YAML, MB, Client, Context, Env, log, scrape, wait_synced
+from bench.harness import CONFIG_YAML, MB, Context, Env, log, scrape
 
 SETS = CONFIG_YAML + """\
 targets:
@@ -49,12 +49,7 @@ def run(ctx: Context) -> None:
         for run in range(runs):
             got: dict[str, dict[str, float]] = {}
             for label in ("named", "all"):
-                env.config = configs[label]
-                proc, port = env.start_server()
-                try:
-                    wait_synced(proc, port)
-                    time.sleep(1)
-                    client = Client(port)
+                with env.settled(configs[label]) as (proc, client):
                     raw = client.get("/targets/fluentd")[2]
                     first = scrape(client)
                     changed = dict(pods[run], metadata={**pods[run]["metadata"], "labels": {
@@ -72,9 +67,6 @@ def run(ctx: Context) -> None:
                         "body": len(raw) / MB,
                         "rss": proc.mem()["VmRSS"] / MB,
                     }
-                    client.close()
-                finally:
-                    proc.stop()
             a, n = got["all"], got["named"]
             m_targets.add(a["targets"], n["targets"])
             m_render.add(a["render"], n["render"])
