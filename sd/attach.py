@@ -107,16 +107,16 @@ class Attachment:
             return None
         return relation.required
 
-    def place(self, key: str, old: Record | None, new: Record | None) -> None:
+    def place(self, key: str, old: Record | None, new: Record | None) -> bool:
         """Object ``key`` was ``old`` and is now ``new`` (None: absent): index it by the key
-        of the object it relates to."""
+        of the object it relates to. True when that key changed (the object moved)."""
         if self.directory is None:
-            return
+            return False
         related = self.relation.related
         before = related(old) if old is not None else None
         after = related(new) if new is not None else None
         if before == after:
-            return
+            return False
         if before is not None:
             keys = self._related[before]
             keys.discard(key)
@@ -124,6 +124,7 @@ class Attachment:
                 del self._related[before]
         if after is not None:
             self._related.setdefault(after, set()).add(key)
+        return True
 
     def related_changed(self, key: str, presence: bool) -> None:
         refresh = presence and self.relation.required is not None

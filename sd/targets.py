@@ -156,19 +156,16 @@ class TargetSet:
     def upsert(self, record: Record) -> None:
         if self.prober is not None:
             self._probe(record)
-        if self.attached:
-            old = self.index.records.get(record.key)
-            for attachment in self.attached:
-                attachment.place(record.key, old, record)
+        moved = self._place(record.key, self.index.records.get(record.key), record) if self.attached else False
         self._apply(self.index.upsert(record))
+        if moved:
+            self._left.pop(record.key, None)
 
     def delete(self, key: str) -> None:
         if self.prober is not None:
             self.prober.forget(key)
         if self.attached:
-            old = self.index.records.get(key)
-            for attachment in self.attached:
-                attachment.place(key, old, None)
+            self._place(key, self.index.records.get(key), None)
         self._apply(self.index.delete(key))
         # After _apply, which keeps the groups leaving: nothing re-queues a deleted object
         # when its attached labels change, so one coming back must be built again.
@@ -182,13 +179,11 @@ class TargetSet:
             for key in gone:
                 self.prober.forget(key)
         stored = self.index.records
-        for attachment in self.attached:
-            for record in records:
-                attachment.place(record.key, stored.get(record.key), record)
-            for key in gone:
-                attachment.place(key, stored.get(key), None)
+        moved = [r.key for r in records if self._place(r.key, stored.get(r.key), r)] if self.attached else []
+        for key in gone:
+            self._place(key, stored.get(key), None)
         self._apply(self.index.replace(records, keys))
-        for key in gone:  # after _apply, as in delete
+        for key in (*gone, *moved):  # after _apply, as in delete and upsert
             self._left.pop(key, None)
 
     # -- attached metadata ------------------------------------------------------------------
@@ -226,6 +221,15 @@ class TargetSet:
             if relation.required == reason and relation.why is not None:
                 return relation.why(record)
         return self.kind.why_excluded[reason](record)
+
+    def _place(self, key: str, old: Record | None, new: Record | None) -> bool:
+        """Index object ``key`` in each attachment; True when it moved in any (it relates to
+        another object now). Its groups kept from before then carry labels nothing re-queues
+        when they change, so the caller drops them after ``_apply``, as for a deleted object."""
+        moved = False
+        for attachment in self.attached:
+            moved = attachment.place(key, old, new) or moved
+        return moved
 
     def _held(self, record: Record) -> str | None:
         for attachment in self.attached:

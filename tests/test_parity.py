@@ -423,6 +423,23 @@ def test_a_pod_deleted_then_added_again_after_its_node_changed_gets_the_new_node
     assert served(ts)["192.0.2.1:24231"]["__meta_kubernetes_node_label_zone"] == "z1"
 
 
+def test_a_pod_that_moved_away_and_back_after_its_node_changed_gets_the_new_node_labels():
+    # The example hypothesis found: while the pod named an unknown node (held back), its old
+    # node's labels changed; nothing re-queues it for that node, so the group kept from before
+    # it moved must not be reused when it names that node again.
+    directory = Directory(nodes.KIND)
+    ts = attached_set(directory)
+    directory.upsert(nodes.KIND.parse(make_node("n1", ["192.0.2.100"], labels={"zone": "z1"})))
+    on_n1 = pods.KIND.parse(make_pod("p0", ["192.0.2.1"], node="n1"))
+    ts.upsert(on_n1)
+    assert served(ts)["192.0.2.1:24231"]["__meta_kubernetes_node_label_zone"] == "z1"
+    ts.upsert(pods.KIND.parse(make_pod("p0", ["192.0.2.1"], node="n0")))
+    assert served(ts) == {}, "held back: node n0 is not known"
+    directory.upsert(nodes.KIND.parse(make_node("n1", ["192.0.2.100"], labels={"zone": "z0"})))
+    ts.upsert(on_n1)
+    assert served(ts)["192.0.2.1:24231"]["__meta_kubernetes_node_label_zone"] == "z0"
+
+
 node_events = st.lists(
     st.tuples(
         st.sampled_from(["node", "pod"]),
